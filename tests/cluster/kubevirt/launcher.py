@@ -1,0 +1,149 @@
+"""virt-launcher's freeze handling for one VMI, done on the real guest through libvirt.
+
+Follows KubeVirt's behaviour (../shared/docs/kubevirt-freeze-facts.md): freeze asks
+guest-fsfreeze-status first and succeeds without acting on a frozen guest; unfreeze of a
+thawed guest succeeds without acting and still thaws when the status query fails; a freeze
+cancels any pending safety timer and starts a new one when the timeout is not 0; unfreeze
+cancels it. The timer lives only in this object's memory, as it does in the launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+# Newer KubeVirt gives the freeze call 60 s (Windows VSS can be slow); queries keep
+# libvirt's 5 s default.
+FREEZE_AGENT_TIMEOUT_S = 60
+QUERY_AGENT_TIMEOUT_S = 5
+# Windows' VSS holds a freeze for only about 10 s.
+VSS_LIMIT_S = 10.0
+
+
+class LauncherError(Exception):
+    """A failure virt-launcher reports back (virt-api answers it as 400)."""
+
+    def __init__(self, message: str, libvirt_code: int = 0):
+        super().__init__(message)
+        self.libvirt_code = libvirt_code
+
+
+@dataclass
+class Launcher:
+    uri: str
+    domain: str
+    windows: bool = False              # emulate VSS: the guest thaws itself after 10 s
+    migrating: Callable[[], bool] = lambda: False
+    on_change: Callable[[], None] = lambda: None   # a freeze state changed: poll now
+    _timer: Optional[threading.Timer] = field(default=None, repr=False)
+    _vss_timer: Optional[threading.Timer] = field(default=None, repr=False)
+    _vss_expired: bool = False
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    safety_thaws: int = 0              # how often the safety timer fired (for tests)
+
+    def _dom(self):
+        import libvirt
+
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        try:
+            conn = libvirt.open(self.uri)
+            return conn, conn.lookupByName(self.domain)
+        except libvirt.libvirtError as e:
+            raise LauncherError(str(e), e.get_error_code()) from e
+
+    def _agent(self, command: str, timeout: int) -> object:
+        import libvirt
+        import libvirt_qemu
+
+        conn, dom = self._dom()
+        try:
+            reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": command}), timeout, 0)
+            return json.loads(reply).get("return")
+        except libvirt.libvirtError as e:
+            raise LauncherError(str(e), e.get_error_code()) from e
+        finally:
+            conn.close()
+
+    def fsfreeze_status(self) -> str:
+        return str(self._agent("guest-fsfreeze-status", QUERY_AGENT_TIMEOUT_S))
+
+    def is_running(self) -> bool:
+        import libvirt
+
+        try:
+            conn, dom = self._dom()
+        except LauncherError:
+            return False
+        try:
+            return dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        finally:
+            conn.close()
+
+    def freeze(self, unfreeze_timeout_s: float) -> None:
+        with self._lock:
+            if self.migrating():
+                raise LauncherError("VMI is currently during migration")
+            if self.fsfreeze_status() == "frozen":
+                return
+            self._agent("guest-fsfreeze-freeze", FREEZE_AGENT_TIMEOUT_S)
+            self._vss_expired = False
+            self._cancel_timers()
+            if unfreeze_timeout_s > 0:
+                self._timer = self._start_timer(unfreeze_timeout_s, self._safety_unfreeze)
+            if self.windows:
+                self._vss_timer = self._start_timer(VSS_LIMIT_S, self._vss_release)
+        self.on_change()
+
+    def unfreeze(self) -> None:
+        with self._lock:
+            self._cancel_timers()
+            if self._vss_expired:
+                self._vss_expired = False
+                raise LauncherError(
+                    "fsfreeze is limited up to 10 seconds: the guest's VSS released the freeze"
+                )
+            try:
+                if self.fsfreeze_status() == "thawed":
+                    return
+            except LauncherError:
+                pass  # KubeVirt thaws anyway when it cannot read the status
+            self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
+        self.on_change()
+
+    def _start_timer(self, seconds: float, action: Callable[[], None]) -> threading.Timer:
+        timer = threading.Timer(seconds, action)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._timer, self._vss_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._vss_timer = None
+
+    def _safety_unfreeze(self) -> None:
+        with self._lock:
+            self._timer = None
+            self.safety_thaws += 1
+            try:
+                self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
+            except LauncherError:
+                return
+        self.on_change()
+
+    def _vss_release(self) -> None:
+        with self._lock:
+            self._vss_timer = None
+            try:
+                self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
+            except LauncherError:
+                return
+            self._vss_expired = True
+        self.on_change()
+
+    def close(self) -> None:
+        with self._lock:
+            self._cancel_timers()
