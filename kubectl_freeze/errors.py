@@ -1,0 +1,78 @@
+"""Exit codes and the one error type the plugin raises.
+
+Exit codes (documented in ``kubectl freeze --help`` too):
+
+====  =====================================================================
+0     done: every VM reached the requested state and it was confirmed
+1     failed: nothing was done, or it was undone (a group freeze rolls back)
+2     usage: bad flag, name, duration or selector; nothing was sent
+3     unconfirmed: the action was carried out but its result could not be
+      confirmed before ``--timeout`` ran out (the message says what was seen)
+====  =====================================================================
+
+Every failure ends as ONE line ``error: ...`` on stderr that says what was wrong
+and what to do next; a traceback is printed only with ``-v``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNCONFIRMED = 3
+
+EXIT_CODES = {
+    EXIT_OK: "done: every VM reached the requested state and it was confirmed",
+    EXIT_FAILED: "failed: nothing was changed, or the change was undone",
+    EXIT_USAGE: "usage error (bad flag, name, duration or selector); nothing was sent",
+    EXIT_UNCONFIRMED: "done, but the result could not be confirmed before --timeout",
+}
+
+
+class PluginError(Exception):
+    """A failure that ends the run with ``exit_code`` and a one-line message.
+
+    ``message`` says what went wrong, ``hint`` what the user can do about it.
+    """
+
+    def __init__(self, exit_code: int, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.message = message
+        self.hint = hint
+
+    def line(self) -> str:
+        """The single stderr line for this error (without the ``error: `` prefix)."""
+        text = " ".join(self.message.split())
+        if self.hint:
+            text = f"{text}; {' '.join(self.hint.split())}"
+        return text
+
+    def __str__(self) -> str:
+        return self.line()
+
+
+class UsageError(PluginError):
+    """Bad input: nothing was sent to the cluster."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(EXIT_USAGE, message, hint)
+
+
+class Failed(PluginError):
+    """The action failed or was refused (exit 1)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(EXIT_FAILED, message, hint)
+
+
+class Unconfirmed(PluginError):
+    """The action was carried out but not confirmed in time (exit 3)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(EXIT_UNCONFIRMED, message, hint)
+
+
+def format_error_line(message: str) -> str:
+    """``error: <message>`` squeezed onto one line."""
+    return "error: " + " ".join(str(message).split())

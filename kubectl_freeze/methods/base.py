@@ -1,0 +1,62 @@
+"""What every freeze method shares: options in, an Outcome out.
+
+A method carries out ONE action (freeze or unfreeze) on ONE target and says what it learned:
+whether it succeeded, what the guest agent itself answered (only the bundled freezer can
+tell), whether the guest may have changed even though the call failed (so that a group
+freeze knows what to roll back), and the safety-thaw deadline it armed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from ..errors import PluginError
+from ..targets import Target
+
+FREEZE = "freeze"
+UNFREEZE = "unfreeze"
+
+
+@dataclass
+class Options:
+    unfreeze_timeout: timedelta = timedelta(minutes=5)
+    mountpoints: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    method: str
+    ok: bool
+    agent_status: str | None = None  # "frozen"/"thawed" as the guest agent answered, if it was asked
+    already: bool | None = None  # the guest already was in the wanted state
+    filesystems: int | None = None
+    safety_thaw_deadline: str | None = None  # RFC 3339, when known
+    error: PluginError | None = None
+    maybe_changed: bool = False  # failed, but the guest may have changed anyway (e.g. agent timeout)
+    elapsed_ms: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(Protocol):
+    name: str
+
+    def plan(self, target: Target, action: str, options: Options) -> dict[str, Any]:
+        """What run() would do, for --dry-run: pod/container/command or the HTTP request."""
+
+    def run(self, kube, target: Target, action: str, options: Options, deadline: float) -> Outcome:
+        """Carry out ``action``; never raises for a failure of the action itself."""
+
+
+def remaining(deadline: float, floor: float = 1.0) -> float:
+    return max(floor, deadline - time.monotonic())
+
+
+def deadline_after(delta: timedelta) -> str:
+    return (datetime.now(timezone.utc) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def exec_plan(target: Target, container: str, command: list[str]) -> dict[str, Any]:
+    return {"pod": target.pod_name, "container": container, "command": command}

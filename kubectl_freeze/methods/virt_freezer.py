@@ -1,0 +1,100 @@
+"""Method "virt-freezer": KubeVirt's own /usr/bin/virt-freezer in the compute container, via exec.
+
+virt-freezer asks virt-launcher (gRPC) to freeze, so KubeVirt's safety unfreeze timer applies.
+Its exit code is NOT proof: it exits 0 without freezing when the guest has no agent ("No guest
+agent, exiting") or the domain is not running, so its JSON log lines on stderr are read, and the
+caller still confirms through the VMI status.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..durations import whole_seconds
+from ..errors import Failed
+from ..targets import COMPUTE, Target
+from .base import FREEZE, Options, Outcome, deadline_after, exec_plan, remaining
+
+NAME = "virt-freezer"
+BINARY = "/usr/bin/virt-freezer"
+
+# log messages after which exit 0 still means nothing was done
+_NOTHING_DONE = ("no guest agent", "not running", "domain is not running", "does not exist")
+
+
+def command(target: Target, action: str, options: Options) -> list[str]:
+    cmd = [BINARY, "--freeze" if action == FREEZE else "--unfreeze", "--name", target.name,
+           "--namespace", target.namespace]
+    if action == FREEZE:
+        cmd += ["--unfreezeTimeoutSeconds", str(whole_seconds(options.unfreeze_timeout))]
+    return cmd
+
+
+def log_messages(stderr: str) -> list[dict]:
+    """virt-freezer's JSON log lines ({"level", "msg", ...}); plain lines become {"msg": line}."""
+    entries = []
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        entries.append(entry if isinstance(entry, dict) else {"msg": line})
+    return entries
+
+
+def _text(entry: dict) -> str:
+    parts = [str(entry.get(k)) for k in ("msg", "reason", "error", "err") if entry.get(k)]
+    return ": ".join(parts)
+
+
+def outcome_from_run(exit_code: int | None, stderr: str, failure: str, target: Target, action: str,
+                     options: Options, timed_out: bool = False) -> Outcome:
+    verb = "freeze" if action == FREEZE else "thaw"
+    logs = log_messages(stderr)
+    detail = {"exitCode": exit_code, "logs": logs[-10:]}
+    if timed_out:
+        err = Failed(f"virt-freezer did not finish in time for {target.ref}")
+        return Outcome(NAME, False, error=err, maybe_changed=True, detail=detail)
+    if exit_code is None or exit_code in (126, 127):
+        why = failure or (f"exit code {exit_code}" if exit_code else "it did not run")
+        hint = "use --method freezer or --method api" if "not found" in why or "no such file" in why.lower() else None
+        return Outcome(NAME, False, error=Failed(f"could not run {BINARY} in pod {target.pod_name} ({why})", hint),
+                       detail=detail)
+    texts = [_text(e) for e in logs]
+    for text in texts:
+        low = text.lower()
+        if any(marker in low for marker in _NOTHING_DONE):
+            hint = ("install and start qemu-guest-agent in the guest" if "agent" in low
+                    else "check that the VM is running")
+            err = Failed(f"virt-freezer did not {verb} {target.ref}: {text}", hint)
+            return Outcome(NAME, False, error=err, detail=detail)
+    if exit_code != 0:
+        errors = [_text(e) for e in logs if str(e.get("level", "")).lower() in ("error", "fatal")] or texts
+        why = errors[-1] if errors else f"exit code {exit_code}"
+        err = Failed(f"virt-freezer could not {verb} {target.ref}: {why}")
+        return Outcome(NAME, False, error=err, maybe_changed=action == FREEZE, detail=detail)
+    deadline = None
+    if action == FREEZE and options.unfreeze_timeout.total_seconds() > 0:
+        deadline = deadline_after(options.unfreeze_timeout)
+    return Outcome(NAME, True, safety_thaw_deadline=deadline, detail=detail)
+
+
+class VirtFreezer:
+    name = NAME
+
+    def plan(self, target: Target, action: str, options: Options) -> dict[str, Any]:
+        return exec_plan(target, COMPUTE, command(target, action, options))
+
+    def run(self, kube, target: Target, action: str, options: Options, deadline: float) -> Outcome:
+        started = time.monotonic()
+        result = kube.exec(target.namespace, target.pod_name, COMPUTE, command(target, action, options),
+                           timeout=remaining(deadline, 5.0))
+        outcome = outcome_from_run(result.exit_code, result.stderr, result.failure, target, action, options,
+                                   result.timed_out)
+        outcome.elapsed_ms = int((time.monotonic() - started) * 1000)
+        return outcome

@@ -1,0 +1,358 @@
+"""Freeze or thaw several VMs in parallel (bounded), all or none, and say how each was confirmed.
+
+Per VM: pick the method (auto probes once per launcher image), run it, then wait for the VMI
+status to agree (unless --no-wait), and leave an Event. For a freeze, if any VM fails, every VM
+this run froze (or may have frozen) is thawed again and the run fails; VMs that were already
+frozen before the run are left alone.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable
+
+from . import events
+from .durations import human, to_go
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNCONFIRMED, PluginError, Unconfirmed
+from .methods import AUTO, FREEZE, UNFREEZE, Options, Outcome, get
+from .methods.auto import Prober, choose, explain
+from .targets import Target
+from .watch import FROZEN, THAWED, WatchResult, describe, wait_for_status
+
+FAILED = "failed"
+UNCONFIRMED = "unconfirmed"
+PLANNED = "planned"
+ROLLED_BACK = "rolled-back"
+
+
+@dataclass
+class RunOptions:
+    action: str = FREEZE
+    method: str = AUTO
+    options: Options = field(default_factory=Options)
+    timeout: timedelta = timedelta(minutes=2)
+    wait: bool = True
+    dry_run: bool = False
+    parallel: int = 4
+    who: str = ""
+
+
+@dataclass
+class VmResult:
+    target: Target
+    action: str
+    state: str = FAILED
+    method: str = ""
+    method_reason: str = ""
+    outcome: Outcome | None = None
+    watch: WatchResult | None = None
+    error: PluginError | None = None
+    timings: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    rollback: "VmResult | None" = None
+
+    @property
+    def want(self) -> str:
+        return FROZEN if self.action == FREEZE else THAWED
+
+    @property
+    def failed(self) -> bool:
+        return self.state == FAILED or self.state == ROLLED_BACK
+
+    def confirmed_by(self) -> list[str]:
+        """How the result is known: the guest agent's own answer and/or the VMI status."""
+        how = []
+        if self.outcome and self.outcome.ok and self.outcome.agent_status == self.want:
+            how.append("agent")
+        if self.watch and self.watch.confirmed:
+            how.append("vmi-status")
+        return how
+
+    def needs_rollback(self) -> bool:
+        if self.action != FREEZE or self.target.frozen_before or self.state == PLANNED:
+            return False
+        if self.outcome is None:
+            return False
+        if self.outcome.ok and self.outcome.already:
+            return False
+        return self.outcome.ok or self.outcome.maybe_changed
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "namespace": self.target.namespace,
+            "name": self.target.name,
+            "action": self.action,
+            "result": self.state,
+            "ok": self.state in (FROZEN, THAWED, PLANNED),
+            "method": self.method or None,
+            "methodReason": self.method_reason or None,
+            "pod": self.target.pod_name,
+            "node": self.target.node,
+            "confirmedBy": self.confirmed_by(),
+            "agent": None,
+            "vmiStatus": None,
+            "safetyThaw": None,
+            "timings": dict(self.timings),
+            "warnings": list(self.warnings),
+            "error": None,
+        }
+        if self.plan is not None:
+            out["plan"] = self.plan
+        if self.outcome is not None:
+            if self.outcome.agent_status is not None or self.outcome.already is not None:
+                out["agent"] = {
+                    "status": self.outcome.agent_status,
+                    "already": self.outcome.already,
+                    "filesystems": self.outcome.filesystems,
+                }
+            if self.action == FREEZE and self.outcome.ok:
+                out["safetyThaw"] = {
+                    "after": to_go(self.options_timeout) if self.options_timeout is not None else None,
+                    "deadline": self.outcome.safety_thaw_deadline,
+                }
+        if self.watch is not None:
+            status = (self.watch.vmi.get("status") or {}).get("fsFreezeStatus")
+            out["vmiStatus"] = {
+                "fsFreezeStatus": status or None,
+                "confirmed": self.watch.confirmed,
+                "resourceVersion": (self.watch.vmi.get("metadata") or {}).get("resourceVersion"),
+            }
+        if self.error is not None:
+            out["error"] = {"message": self.error.line(), "exitCode": self.error.exit_code}
+        if self.rollback is not None:
+            out["rollback"] = self.rollback.to_dict()
+        return out
+
+    options_timeout: timedelta | None = None
+
+
+@dataclass
+class Report:
+    action: str
+    results: list[VmResult]
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.failed for r in self.results):
+            return EXIT_FAILED
+        if any(r.state == UNCONFIRMED for r in self.results):
+            return EXIT_UNCONFIRMED
+        return EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "FreezePlan" if self.dry_run else "FreezeReport",
+            "action": self.action,
+            "exitCode": self.exit_code,
+            "items": [r.to_dict() for r in self.results],
+        }
+
+    def first_error(self) -> PluginError | None:
+        for result in self.results:
+            if result.error is not None and result.state != UNCONFIRMED:
+                return result.error
+        for result in self.results:
+            if result.error is not None:
+                return result.error
+        return None
+
+
+Progress = Callable[[str], None]
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+class Runner:
+    def __init__(self, kube, opts: RunOptions, progress: Progress | None = None):
+        self.kube = kube
+        self.opts = opts
+        self.progress = progress or (lambda _msg: None)
+        self.prober = Prober(kube)
+
+    # -- one VM -------------------------------------------------------------------------------
+    def _pick(self, target: Target, result: VmResult) -> str:
+        if self.opts.method != AUTO:
+            return self.opts.method
+        started = time.monotonic()
+        name, probe = choose(self.prober, target, self.opts.options.mountpoints)
+        result.timings["probeMs"] = _ms(started)
+        result.method_reason = explain(probe, name)
+        return name
+
+    def plan_one(self, target: Target) -> VmResult:
+        result = VmResult(target, self.opts.action, state=PLANNED, warnings=list(target.warnings))
+        result.options_timeout = self.opts.options.unfreeze_timeout if self.opts.action == FREEZE else None
+        try:
+            result.method = self._pick(target, result)
+            result.plan = get(result.method).plan(target, self.opts.action, self.opts.options)
+        except PluginError as exc:
+            result.state, result.error = FAILED, exc
+        return result
+
+    def act_one(self, target: Target, action: str, deadline: float, method: str | None = None) -> VmResult:
+        started = time.monotonic()
+        result = VmResult(target, action, warnings=list(target.warnings))
+        result.options_timeout = self.opts.options.unfreeze_timeout if action == FREEZE else None
+        verb = "freezing" if action == FREEZE else "thawing"
+        try:
+            result.method = method or self._pick(target, result)
+            self.progress(f"{verb} {target.ref} with {result.method} (pod {target.pod_name})")
+            outcome = get(result.method).run(self.kube, target, action, self.opts.options, deadline)
+            result.outcome = outcome
+            result.timings["actionMs"] = outcome.elapsed_ms
+            if not outcome.ok:
+                raise outcome.error or PluginError(EXIT_FAILED, f"{verb} {target.ref} failed")
+            if outcome.already:
+                result.warnings.append(
+                    f"{target.ref} was already {result.want}"
+                    + ("; its existing safety thaw was not extended" if result.method != "freezer"
+                       and action == FREEZE else "")
+                )
+            if self.opts.wait:
+                self.progress(f"{target.ref}: {self._agent_said(outcome)}waiting for the VMI status to show "
+                              f"{result.want}")
+                watched = wait_for_status(self.kube, target.vmi, result.want, deadline)
+                result.watch = watched
+                result.timings["confirmMs"] = watched.elapsed_ms
+                if not watched.confirmed:
+                    result.state = UNCONFIRMED
+                    result.error = Unconfirmed(
+                        f"{'froze' if action == FREEZE else 'thawed'} {target.ref} with {result.method}"
+                        f"{' (the guest agent answered ' + outcome.agent_status + ')' if outcome.agent_status else ''}"
+                        f" but the VMI status did not show {result.want} within {human(self.opts.timeout)}; "
+                        f"last seen: {watched.last_seen()}",
+                        f"check with: kubectl freeze status {target.name} -n {target.namespace}",
+                    )
+                else:
+                    result.state = result.want
+            else:
+                result.state = result.want
+        except PluginError as exc:
+            result.state, result.error = FAILED, exc
+        result.timings["totalMs"] = _ms(started)
+        self._record(result)
+        return result
+
+    @staticmethod
+    def _agent_said(outcome: Outcome) -> str:
+        return f"the guest agent says {outcome.agent_status}; " if outcome.agent_status else ""
+
+    def _record(self, result: VmResult, rollback: bool = False) -> None:
+        ok = result.state in (FROZEN, THAWED, UNCONFIRMED)
+        if rollback:
+            reason = events.ROLLED_BACK if ok else events.THAW_FAILED
+        elif result.action == FREEZE:
+            reason = events.FROZEN if ok else events.FREEZE_FAILED
+        else:
+            reason = events.THAWED if ok else events.THAW_FAILED
+        deadline = result.outcome.safety_thaw_deadline if result.outcome else None
+        message = events.message_for(
+            "rollback" if rollback else result.action,
+            ok,
+            self.opts.who,
+            result.method or self.opts.method,
+            deadline,
+            "" if ok else (result.error.line() if result.error else ""),
+        )
+        annotations = {"method": result.method or self.opts.method, "who": self.opts.who,
+                       "safety-thaw-deadline": deadline if reason == events.FROZEN else None}
+        warning = events.post(self.kube, result.target.vmi, reason, message, warning=not ok or rollback,
+                              annotations=annotations)
+        if warning:
+            result.warnings.append(warning)
+
+    # -- the whole run ------------------------------------------------------------------------
+    def _map(self, func, items):
+        workers = max(1, min(self.opts.parallel, len(items)))
+        if workers == 1:
+            return [func(item) for item in items]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(func, items))
+
+    def run(self, targets: list[Target]) -> Report:
+        action = self.opts.action
+        if self.opts.dry_run:
+            return Report(action, self._map(self.plan_one, targets), dry_run=True)
+        deadline = time.monotonic() + self.opts.timeout.total_seconds()
+        results = self._map(lambda t: self.act_one(t, action, deadline), targets)
+        if action == FREEZE and any(r.failed for r in results):
+            self._roll_back(results)
+        return Report(action, results)
+
+    def _roll_back(self, results: list[VmResult]) -> None:
+        undo = [r for r in results if r.needs_rollback()]
+        if not undo:
+            return
+        self.progress(f"a freeze failed: thawing the {len(undo)} VM(s) this run froze")
+        deadline = time.monotonic() + self.opts.timeout.total_seconds()
+
+        def thaw(result: VmResult) -> VmResult:
+            back = self.act_one_rollback(result, deadline)
+            result.rollback = back
+            if result.state != FAILED:
+                result.state = ROLLED_BACK
+                if back.state != THAWED:
+                    result.error = back.error
+            return result
+
+        self._map(thaw, undo)
+
+    def act_one_rollback(self, result: VmResult, deadline: float) -> VmResult:
+        started = time.monotonic()
+        back = VmResult(result.target, UNFREEZE)
+        back.method = result.method or AUTO
+        try:
+            outcome = get(back.method).run(self.kube, result.target, UNFREEZE, self.opts.options, deadline)
+            back.outcome = outcome
+            if not outcome.ok:
+                raise outcome.error or PluginError(EXIT_FAILED, f"thawing {result.target.ref} failed")
+            if self.opts.wait:
+                latest = result.watch.vmi if result.watch else result.target.vmi
+                back.watch = wait_for_status(self.kube, latest, THAWED, deadline)
+                back.state = THAWED if back.watch.confirmed else UNCONFIRMED
+                if not back.watch.confirmed:
+                    back.error = Unconfirmed(f"thawed {result.target.ref} but the VMI status still shows "
+                                             f"{describe(back.watch.vmi)}")
+            else:
+                back.state = THAWED
+        except PluginError as exc:
+            back.state, back.error = FAILED, exc
+        back.timings["totalMs"] = _ms(started)
+        self._record(back, rollback=True)
+        return back
+
+
+def summary_error(report: Report) -> str | None:
+    """The one stderr line for a run that did not fully succeed (None when it did)."""
+    if report.exit_code == EXIT_OK:
+        return None
+    results = report.results
+    failed = [r for r in results if r.state == FAILED]
+    if report.dry_run or not failed and not any(r.state == ROLLED_BACK for r in results):
+        unconfirmed = [r for r in results if r.error is not None]
+        first = unconfirmed[0]
+        extra = f" ({len(unconfirmed)} of {len(results)} VMs)" if len(results) > 1 else ""
+        return first.error.line() + extra if first.error else None
+    first = (failed or [r for r in results if r.state == ROLLED_BACK])[0]
+    what = first.error.line() if first.error else f"{first.target.ref} failed"
+    if len(results) > 1:
+        verb = "freeze" if report.action == FREEZE else "thaw"
+        what = f"{len(failed)} of {len(results)} VMs failed to {verb}; {what}"
+    undone = [r for r in results if r.rollback is not None]
+    if undone:
+        thawed = [r.target.ref for r in undone if r.rollback.state == THAWED]
+        stuck = [r for r in undone if r.rollback.state != THAWED]
+        if thawed:
+            what += f"; thawed again: {', '.join(thawed)}"
+        if stuck:
+            refs = " ".join(r.target.name for r in stuck)
+            what += (f"; could not confirm the thaw of {', '.join(r.target.ref for r in stuck)}: "
+                     f"check and thaw with kubectl unfreeze vm {refs} -n {stuck[0].target.namespace}")
+    return what

@@ -1,0 +1,135 @@
+"""``kubectl freeze status``: what the VMI status (and, with --live, the guest agent) says.
+
+Rows are plain dicts built by ``status_row`` (pure, unit-tested); ``gather`` does the reads:
+one list of VMIs (or one GET per name), one list of launcher pods and one list of Events per
+namespace (Events are optional: without them SINCE is unknown).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import events
+from .errors import PluginError, UsageError
+from .methods import bundled
+from .methods.auto import Prober
+from .targets import (
+    LAUNCHER_SELECTOR,
+    Target,
+    agent_connected,
+    condition,
+    fetch_vmis,
+    freeze_status,
+    is_paused,
+    is_windows,
+    migration_in_progress,
+    select_launcher_pod,
+)
+from .kube import KubeError
+
+
+def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
+    meta, status = vmi.get("metadata") or {}, vmi.get("status") or {}
+    state = freeze_status(vmi)
+    since = None
+    reason = (event or {}).get("reason")
+    if event and ((state == "frozen" and reason == events.FROZEN)
+                  or (state == "thawed" and reason in (events.THAWED, events.ROLLED_BACK))):
+        since = events.timestamp(event)
+    agent = condition(vmi, "AgentConnected")
+    os_info = status.get("guestOSInfo") or {}
+    migration = migration_in_progress(vmi)
+    return {
+        "namespace": meta.get("namespace"),
+        "name": meta.get("name"),
+        "phase": status.get("phase") or "Pending",
+        "paused": is_paused(vmi),
+        "agent": "connected" if agent_connected(vmi) else "none",
+        "agentSince": (agent or {}).get("lastTransitionTime"),
+        "freeze": state,
+        "since": since,
+        "node": status.get("nodeName") or None,
+        "pod": ((pod or {}).get("metadata") or {}).get("name"),
+        "os": os_info.get("prettyName") or os_info.get("name") or None,
+        "windows": is_windows(vmi),
+        "migrating": bool(migration),
+        "safetyThawDeadline": events.annotation(event, "safety-thaw-deadline") if state == "frozen" and since
+        else None,
+        "lastAction": None if not event else {
+            "reason": reason,
+            "time": events.timestamp(event),
+            "method": events.annotation(event, "method"),
+            "who": events.annotation(event, "who"),
+            "message": event.get("message"),
+        },
+        "live": None,
+    }
+
+
+def _lookup_pod(vmi: dict, pods: list[dict]) -> dict | None:
+    return select_launcher_pod(vmi, [p for p in pods
+                                     if (p.get("metadata") or {}).get("namespace") == vmi["metadata"].get("namespace")])
+
+
+def gather(kube, namespace: str, all_namespaces: bool, names: list[str], selector: str | None) -> list[dict]:
+    if all_namespaces and names:
+        raise UsageError("names cannot be given with -A", "drop -A or give -n NAMESPACE")
+    scope = None if all_namespaces else namespace
+    vmis = fetch_vmis(kube, scope, names, selector)
+    if not vmis:
+        return []
+    pods = kube.list_pods(scope, LAUNCHER_SELECTOR)
+    try:
+        latest = events.latest_by_vmi(kube.list_events(scope))
+    except KubeError:
+        latest = {}
+    rows = []
+    for vmi in vmis:
+        meta = vmi["metadata"]
+        event = latest.get(meta.get("uid")) or latest.get(f"{meta.get('namespace')}/{meta.get('name')}")
+        row = status_row(vmi, _lookup_pod(vmi, pods), event)
+        row["_vmi"], row["_pod"] = vmi, _lookup_pod(vmi, pods)
+        rows.append(row)
+    return rows
+
+
+def live_status(kube, prober: Prober, row: dict) -> dict:
+    """Ask the guest agent through the bundled freezer: {"status", "source", "error"?, "safetyThaw"?}."""
+    if row["phase"] != "Running" or not row["_pod"]:
+        return {"status": None, "error": "not running"}
+    target = Target(vmi=row["_vmi"], pod=row["_pod"])
+    started = time.monotonic()
+    try:
+        probe = prober.get(target)
+        if not probe.exec_allowed:
+            return {"status": None, "error": "exec into the launcher pod is forbidden"}
+        if not probe.python_libvirt:
+            return {"status": None, "error": "the launcher image has no python3 with libvirt for the freezer"}
+        result = kube.exec(target.namespace, target.pod_name, "compute", bundled.status_command(target), timeout=30,
+                           stdin=bundled.payload())
+    except PluginError as exc:
+        return {"status": None, "error": exc.message}
+    report = bundled.parse_report(result.stdout)
+    if not report:
+        return {"status": None, "error": result.failure or f"no answer (exit {result.exit_code})"}
+    answer = {
+        "status": report.get("status") if report.get("ok") else None,
+        "source": "guest-agent",
+        "elapsedMs": int((time.monotonic() - started) * 1000),
+        "safetyThaw": report.get("safety_thaw"),
+    }
+    if not report.get("ok"):
+        answer["error"] = " ".join(str((report.get("error") or {}).get("message") or "failed").split())
+    return answer
+
+
+def add_live(kube, rows: list[dict], parallel: int) -> None:
+    prober = Prober(kube)
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(rows) or 1))) as pool:
+        for row, live in zip(rows, pool.map(lambda r: live_status(kube, prober, r), rows)):
+            row["live"] = live
+
+
+def public(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
