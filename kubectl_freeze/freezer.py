@@ -1,0 +1,941 @@
+"""In-pod freezer of kubectl-freeze: freeze or thaw a KubeVirt guest's filesystems through libvirt.
+
+It runs inside a virt-launcher pod's ``compute`` container, shipped there as source::
+
+    python3 -c "<this file>" freeze|thaw|status DOMAIN [options]
+
+so it is one self-contained module: the standard library plus libvirt-python (``libvirt``,
+``libvirt_qemu``), Python 3.8+, Linux (it reads /proc). The plugin imports it for the exit-code
+constants; importing it never requires libvirt.
+
+Command line
+------------
+::
+
+    freeze DOMAIN [--mountpoint PATH]... [--unfreeze-timeout S] [--agent-timeout S] [--uri URI] [--state-dir DIR]
+    thaw   DOMAIN [--agent-timeout S] [--uri URI] [--state-dir DIR]
+    status DOMAIN [--agent-timeout S] [--uri URI] [--state-dir DIR]
+
+``DOMAIN``              the libvirt domain name, ``<namespace>_<name>``.
+``--mountpoint PATH``   freeze only: freeze only these guest mountpoints (repeatable). A thaw always
+                        thaws everything, like KubeVirt.
+``--unfreeze-timeout``  freeze only: seconds until the safety thaw (default 300; 0 = no safety thaw).
+``--agent-timeout``     seconds to wait for the guest agent (default 60 for freeze and thaw, like newer
+                        KubeVirt, 10 for status). The status reads around a freeze or thaw wait at most 10 s.
+``--uri``               use this libvirt URI instead of discovering one.
+``--state-dir``         where the safety-thaw state lives (default: env ``KUBECTL_FREEZE_STATE_DIR``, else
+                        ``/var/run/kubevirt-private/kubectl-freeze`` when its parent exists and the folder can be
+                        created, else ``<tempdir>/kubectl-freeze``).
+
+Without ``--uri`` the URIs KubeVirt's launchers use are tried in order (a unix-socket URI whose socket
+file does not exist is skipped); env ``KUBECTL_FREEZE_LIBVIRT_URIS`` (comma-separated) replaces the list:
+``qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock`` (non-root launchers),
+``qemu:///system`` (root launchers), ``qemu+unix:///system?socket=/var/run/libvirt/libvirt-sock`` (very old).
+
+Behaviour (like virt-launcher, plus a safety thaw that survives this process)
+-----------------------------------------------------------------------------
+- The domain must be running (checked with ``dom.state()`` before the agent is asked).
+- freeze: reads ``guest-fsfreeze-status`` first. Already frozen -> success with ``already: true``, no
+  freeze call, but the safety thaw is re-armed with the new timeout (virt-launcher keeps the old timer).
+  Otherwise the safety thaw is armed BEFORE the freeze call, so a freeze that completes after this process
+  died still gets thawed; it is disarmed again when the freeze failed in a way that froze nothing.
+- thaw: thawed already -> ``already: true``; a failed status read does not stop the thaw. A successful
+  thaw cancels the safety thaw; a failed one leaves it armed.
+- Afterwards the agent's status is read back; a status contrary to the action is an error (``refused``).
+- Safety thaw: a detached watchdog process (double fork + setsid, own libvirt connection) thaws the guest
+  at the deadline unless a newer freeze or a thaw superseded it. A per-domain state file in the state dir
+  (``<sha256(uri, domain)[:16]>.json``) holds the current token, watchdog pid and deadline; a lock file
+  next to it serialises freezer runs and the watchdog. When it fires, the watchdog appends one JSON line
+  per attempt to ``<same>.log`` (retrying every 5 s for up to 5 min while the thaw fails for a passing
+  reason); its own stderr goes to ``<same>.stderr``.
+
+Exit codes (``EXIT_*`` constants; ``EXIT_CODES`` maps ``error.code`` to them)
+------------------------------------------------------------------------------
+==  =======================  ================================================================
+ 0  (ok)                     success
+ 1  failed                   any other failure
+ 2  usage                    bad command line
+ 3  libvirt-unreachable      no libvirt URI could be opened (or the connection broke)
+ 4  domain-not-found         no such domain (VIR_ERR_NO_DOMAIN)
+ 5  domain-not-running       shut off, paused, crashed...: ``domain_state`` says which
+ 6  agent-not-connected      no guest agent channel, or qemu-ga not connected (code 86 "not connected")
+ 7  agent-timeout            the agent did not answer in time (code 86 otherwise, AGENT_COMMAND_TIMEOUT)
+ 8  refused                  the guest refused the freeze/thaw (agent error, 0 of the requested
+                             mountpoints frozen, or a read-back status contrary to the action)
+ 9  no-libvirt-python        python3 has no libvirt module here
+==  =======================  ================================================================
+
+JSON output: exactly one object on stdout for every outcome (human logs go to stderr)
+----------------------------------------------------------------------------------------
+Always:  ``ok`` (bool), ``action`` ("freeze"|"thaw"|"status"|null; "help" for ``--help``, whose text goes to
+stderr), ``domain`` (str|null), ``elapsed_ms``.
+Once known (also on errors): ``uris_tried`` ([{"uri", "result": "connected"|"skipped"|"failed", "error"?}]),
+``uri`` (the one that answered), ``state_dir``, ``domain_state`` ("running", "paused", "shut off", ...),
+``warnings`` ([str], only when there are some).
+freeze: ``status_before`` ("frozen"|"thawed"|null), ``already``, ``filesystems`` (count frozen; null when
+already frozen), ``mountpoints`` ([str], empty = all), ``agent_timeout_s``, ``status`` (read back:
+"frozen"|"thawed"|"unknown"), ``safety_thaw`` (null or {"timeout_s", "deadline" (RFC 3339 UTC),
+"remaining_s", "pid", "pid_alive"}), ``replaced_safety_thaw`` (the superseded one, same shape, or null).
+thaw: ``status_before``, ``already``, ``filesystems`` (count thawed; null when already thawed),
+``agent_timeout_s``, ``status``, ``cancelled_safety_thaw`` (same shape as ``safety_thaw``, or null).
+status: ``status``, ``safety_thaw`` (or null), ``last_safety_thaw`` (the watchdog's last log line or null:
+{"event": "safety-thaw", "domain", "uri", "token", "pid", "attempt", "deadline", "fired_at",
+"late_ms", "ok", "filesystems"?, "error"?}).
+On error: ``"ok": false`` and ``error``: {"code", "exit_code", "message", "libvirt_code" (int|null)}.
+"""
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from urllib.parse import parse_qs, urlsplit
+
+try:
+    import libvirt
+    import libvirt_qemu
+except ImportError:  # the plugin imports this module for its constants only
+    libvirt = None
+    libvirt_qemu = None
+
+log = logging.getLogger("kubectl-freeze.freezer")
+
+# --- exit codes ------------------------------------------------------------------------------
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_LIBVIRT_UNREACHABLE = 3
+EXIT_DOMAIN_NOT_FOUND = 4
+EXIT_DOMAIN_NOT_RUNNING = 5
+EXIT_AGENT_NOT_CONNECTED = 6
+EXIT_AGENT_TIMEOUT = 7
+EXIT_REFUSED = 8
+EXIT_NO_LIBVIRT_PYTHON = 9
+
+EXIT_CODES: Dict[str, int] = {
+    "failed": EXIT_FAILED,
+    "usage": EXIT_USAGE,
+    "libvirt-unreachable": EXIT_LIBVIRT_UNREACHABLE,
+    "domain-not-found": EXIT_DOMAIN_NOT_FOUND,
+    "domain-not-running": EXIT_DOMAIN_NOT_RUNNING,
+    "agent-not-connected": EXIT_AGENT_NOT_CONNECTED,
+    "agent-timeout": EXIT_AGENT_TIMEOUT,
+    "refused": EXIT_REFUSED,
+    "no-libvirt-python": EXIT_NO_LIBVIRT_PYTHON,
+}
+
+# --- settings --------------------------------------------------------------------------------
+
+ACTIONS = ("freeze", "thaw", "status")
+DEFAULT_UNFREEZE_TIMEOUT_S = 300
+DEFAULT_AGENT_TIMEOUT_S = {"freeze": 60, "thaw": 60, "status": 10}
+STATUS_READ_TIMEOUT_S = 10  # cap for the status reads around a freeze or thaw
+
+DEFAULT_URIS = (
+    "qemu+unix:///session?socket=/var/run/libvirt/virtqemud-sock",  # non-root launchers (default)
+    "qemu:///system",  # root launchers
+    "qemu+unix:///system?socket=/var/run/libvirt/libvirt-sock",  # very old releases
+)
+URIS_ENV = "KUBECTL_FREEZE_LIBVIRT_URIS"
+STATE_DIR_ENV = "KUBECTL_FREEZE_STATE_DIR"
+POD_STATE_DIR = "/var/run/kubevirt-private/kubectl-freeze"
+
+WATCHDOG_POLL_S = 1.0  # how often a sleeping watchdog checks whether it was superseded
+WATCHDOG_RETRY_INTERVAL_S = 5.0
+WATCHDOG_RETRY_WINDOW_S = 300.0
+
+FSFREEZE_STATUS_COMMAND = '{"execute":"guest-fsfreeze-status"}'
+AGENT_RESPONSE_TIMEOUT_DEFAULT = -1  # VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_DEFAULT
+
+
+class VirErr:
+    """libvirt error numbers (virErrorNumber, ABI-stable).
+
+    Spelled out rather than read from the binding: the daemon may be newer than the binding (the two
+    AGENT_COMMAND_* codes are missing from libvirt 9.0's), and the classification stays testable
+    without libvirt.
+    """
+
+    INTERNAL_ERROR = 1
+    NO_CONNECT = 5
+    INVALID_CONN = 6
+    OPERATION_FAILED = 9
+    SYSTEM_ERROR = 38
+    RPC = 39
+    NO_DOMAIN = 42
+    OPERATION_INVALID = 55
+    OPERATION_TIMEOUT = 68
+    ARGUMENT_UNSUPPORTED = 74
+    OPERATION_UNSUPPORTED = 84
+    AGENT_UNRESPONSIVE = 86
+    AGENT_COMMAND_TIMEOUT = 112
+    AGENT_COMMAND_FAILED = 113
+
+
+# virDomainState values; "blocked" is a running guest waiting on a resource.
+DOMAIN_STATES = {
+    0: "no state",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutting down",
+    5: "shut off",
+    6: "crashed",
+    7: "suspended by guest power management",
+}
+RUNNING_STATES = (1, 2)
+
+# A failed status read before a freeze stops the freeze for these (the freeze would fail the same way).
+FAIL_FAST_CODES = frozenset(
+    {"agent-not-connected", "agent-timeout", "domain-not-running", "domain-not-found", "libvirt-unreachable"}
+)
+# A freeze that failed with these froze nothing, so its safety thaw is disarmed again. On other errors
+# (a timeout above all) the guest may still end up frozen: the safety thaw stays armed.
+NOTHING_FROZEN_CODES = frozenset({"agent-not-connected", "refused", "domain-not-found", "domain-not-running"})
+
+Report = Dict[str, Any]
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class FreezerError(Exception):
+    """A failure with its ``error.code`` (a key of EXIT_CODES)."""
+
+    def __init__(self, code: str, message: str, libvirt_code: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.libvirt_code = libvirt_code
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.code]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "code": self.code,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "libvirt_code": self.libvirt_code,
+        }
+
+    @classmethod
+    def from_libvirt(cls, exc: Exception, doing: str) -> "FreezerError":
+        code = exc.get_error_code()  # type: ignore[attr-defined]
+        message = exc.get_error_message() or str(exc)  # type: ignore[attr-defined]
+        return cls(classify_libvirt_error(code, message), "%s: %s" % (doing, message), code)
+
+
+class _HelpRequested(Exception):
+    pass
+
+
+def classify_libvirt_error(code: Optional[int], message: str) -> str:
+    """Map a libvirt error (number and message) to one of the ``error.code`` values."""
+    text = (message or "").lower()
+    if code == VirErr.AGENT_UNRESPONSIVE:
+        # The same code covers "QEMU guest agent is not connected" and "Guest agent not available for now"
+        # (the agent did not answer guest-sync in time); only the text tells them apart.
+        return "agent-not-connected" if "not connected" in text else "agent-timeout"
+    if code in (VirErr.AGENT_COMMAND_TIMEOUT, VirErr.OPERATION_TIMEOUT):
+        return "agent-timeout"
+    if code == VirErr.ARGUMENT_UNSUPPORTED and "agent" in text:
+        return "agent-not-connected"  # "QEMU guest agent is not configured": no agent channel at all
+    if code == VirErr.NO_DOMAIN:
+        return "domain-not-found"
+    if code == VirErr.OPERATION_INVALID and "not running" in text:
+        return "domain-not-running"
+    if code in (
+        VirErr.INTERNAL_ERROR,
+        VirErr.OPERATION_FAILED,
+        VirErr.OPERATION_INVALID,
+        VirErr.OPERATION_UNSUPPORTED,
+        VirErr.AGENT_COMMAND_FAILED,
+    ):
+        return "refused"  # the agent (or driver) answered and said no
+    if code in (VirErr.SYSTEM_ERROR, VirErr.RPC, VirErr.NO_CONNECT, VirErr.INVALID_CONN):
+        return "libvirt-unreachable"
+    return "failed"
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    action: str
+    domain: str
+    mountpoints: List[str] = field(default_factory=list)
+    unfreeze_timeout: int = DEFAULT_UNFREEZE_TIMEOUT_S
+    agent_timeout: int = DEFAULT_AGENT_TIMEOUT_S["freeze"]
+    uri: Optional[str] = None
+    state_dir: Optional[str] = None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting, so every outcome still ends in JSON."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise FreezerError("usage", message)
+
+    def exit(self, status: int = 0, message: Optional[str] = None) -> None:  # type: ignore[override]
+        if status == 0:
+            raise _HelpRequested()
+        self.error(message or "invalid arguments")
+
+    def print_help(self, file: Any = None) -> None:
+        super().print_help(sys.stderr)  # stdout carries the JSON only
+
+
+def _seconds(minimum: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a whole number of seconds" % text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError("must be at least %d, not %d" % (minimum, value))
+        return value
+
+    return convert
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    parser = _Parser(prog="freezer", description="Freeze, thaw or query a KubeVirt guest's filesystems.")
+    parser.add_argument("action", choices=ACTIONS)
+    parser.add_argument("domain", help="libvirt domain name, <namespace>_<name>")
+    parser.add_argument(
+        "--mountpoint", dest="mountpoints", action="append", default=[], metavar="PATH",
+        help="freeze only this guest mountpoint (repeatable; freeze only)",
+    )
+    parser.add_argument(
+        "--unfreeze-timeout", type=_seconds(0), metavar="SECONDS",
+        help="thaw automatically after this long (default %d; 0 = never; freeze only)" % DEFAULT_UNFREEZE_TIMEOUT_S,
+    )
+    parser.add_argument(
+        "--agent-timeout", type=_seconds(1), metavar="SECONDS",
+        help="guest agent response timeout (default 60, status 10)",
+    )
+    parser.add_argument("--uri", help="libvirt URI to use instead of discovering one")
+    parser.add_argument("--state-dir", metavar="DIR", help="where the safety-thaw state lives")
+    ns = parser.parse_args(list(argv))
+
+    if not ns.domain:
+        parser.error("DOMAIN must not be empty")
+    if ns.action != "freeze":
+        if ns.mountpoints:
+            parser.error("--mountpoint applies to freeze only (a thaw thaws all filesystems)")
+        if ns.unfreeze_timeout is not None:
+            parser.error("--unfreeze-timeout applies to freeze only")
+    return Options(
+        action=ns.action,
+        domain=ns.domain,
+        mountpoints=ns.mountpoints,
+        unfreeze_timeout=DEFAULT_UNFREEZE_TIMEOUT_S if ns.unfreeze_timeout is None else ns.unfreeze_timeout,
+        agent_timeout=ns.agent_timeout or DEFAULT_AGENT_TIMEOUT_S[ns.action],
+        uri=ns.uri,
+        state_dir=ns.state_dir,
+    )
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def rfc3339(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def warn(report: Report, message: str) -> None:
+    log.warning("%s", message)
+    report.setdefault("warnings", []).append(message)
+
+
+def process_start_ticks(pid: int) -> Optional[int]:
+    """Start time (clock ticks since boot) of a live process, None if it is gone or a zombie.
+
+    Stored next to a pid so a recycled pid is never taken for our watchdog (and never signalled).
+    """
+    try:
+        with open("/proc/%d/stat" % pid) as stat_file:
+            stat = stat_file.read()
+    except (OSError, ValueError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces and parentheses
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # field 22 of proc(5), counted after the name
+
+
+def process_alive(pid: int, start_ticks: Optional[int]) -> bool:
+    if pid <= 0:
+        return False
+    ticks = process_start_ticks(pid)
+    return ticks is not None and (start_ticks is None or ticks == start_ticks)
+
+
+# --- safety-thaw state -----------------------------------------------------------------------
+
+
+@dataclass
+class SafetyThaw:
+    """One armed safety thaw: the state file's content and the watchdog's orders."""
+
+    token: str
+    uri: str
+    domain: str
+    deadline: float  # epoch seconds
+    timeout_s: int
+    agent_timeout_s: int
+    pid: int = 0
+    pid_start: Optional[int] = None
+
+    def describe(self) -> Dict[str, Any]:
+        return {
+            "timeout_s": self.timeout_s,
+            "deadline": rfc3339(self.deadline),
+            "remaining_s": round(max(0.0, self.deadline - time.time()), 1),
+            "pid": self.pid,
+            "pid_alive": process_alive(self.pid, self.pid_start),
+        }
+
+
+def _usable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def resolve_state_dir(explicit: Optional[str]) -> str:
+    chosen = explicit or os.environ.get(STATE_DIR_ENV)
+    if chosen:
+        if not _usable_dir(chosen):
+            raise FreezerError("failed", "state directory %s cannot be created or written" % chosen)
+        return chosen
+    # Only inside a launcher pod (where the parent exists): never create kubevirt-private elsewhere.
+    if os.path.isdir(os.path.dirname(POD_STATE_DIR)) and _usable_dir(POD_STATE_DIR):
+        return POD_STATE_DIR
+    fallback = os.path.join(tempfile.gettempdir(), "kubectl-freeze")
+    if not _usable_dir(fallback):
+        raise FreezerError("failed", "no writable state directory (tried %s)" % fallback)
+    return fallback
+
+
+class StateStore:
+    """The per-(uri, domain) files in the state dir: state (.json), lock (.lock), watchdog log (.log)."""
+
+    def __init__(self, state_dir: str, uri: str, domain: str) -> None:
+        self.state_dir = state_dir
+        key = hashlib.sha256(("%s\n%s" % (uri, domain)).encode()).hexdigest()[:16]
+        base = os.path.join(state_dir, key)
+        self.state_path = base + ".json"
+        self.lock_path = base + ".lock"
+        self.log_path = base + ".log"
+        self.stderr_path = base + ".stderr"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialise freezer runs and watchdog firings on this domain (released even on SIGKILL)."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def read(self) -> Optional[SafetyThaw]:
+        try:
+            with open(self.state_path) as state_file:
+                return SafetyThaw(**json.load(state_file))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable state file %s: %s", self.state_path, exc)
+            return None
+
+    def write(self, state: SafetyThaw) -> None:
+        # Write and rename, so a watchdog polling the file never reads half of it.
+        temporary = "%s.%d.tmp" % (self.state_path, os.getpid())
+        with open(temporary, "w") as state_file:
+            json.dump(asdict(state), state_file)
+        os.replace(temporary, self.state_path)
+
+    def clear(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.state_path)
+
+    def is_current(self, token: str) -> bool:
+        state = self.read()
+        return state is not None and state.token == token
+
+    def append_log(self, record: Dict[str, Any]) -> None:
+        with open(self.log_path, "a") as log_file:
+            log_file.write(json.dumps(record) + "\n")
+
+    def last_log(self) -> Optional[Dict[str, Any]]:
+        try:
+            with open(self.log_path) as log_file:
+                lines = [line for line in log_file.read().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return None
+        return json.loads(lines[-1]) if lines else None
+
+
+def stop_watchdog(state: SafetyThaw) -> None:
+    """SIGTERM a superseded watchdog. It would also exit by itself on seeing another token."""
+    if process_alive(state.pid, state.pid_start):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, signal.SIGTERM)
+
+
+def disarm_safety_thaw(store: StateStore) -> Optional[Dict[str, Any]]:
+    """Cancel the armed safety thaw, if any; returns its description."""
+    old = store.read()
+    if old is None:
+        return None
+    description = old.describe()
+    store.clear()
+    stop_watchdog(old)
+    log.info("cancelled the safety thaw due %s (watchdog pid %d)", description["deadline"], old.pid)
+    return description
+
+
+def arm_safety_thaw(store: StateStore, uri: str, domain: str, timeout_s: int, agent_timeout_s: int) -> SafetyThaw:
+    """Start a watchdog that thaws ``domain`` in ``timeout_s`` seconds. The caller holds the lock."""
+    state = SafetyThaw(
+        token=secrets.token_hex(8),
+        uri=uri,
+        domain=domain,
+        deadline=time.time() + timeout_s,
+        timeout_s=timeout_s,
+        agent_timeout_s=agent_timeout_s,
+    )
+    store.write(state)  # before the fork: the watchdog must find its token current from the start
+    try:
+        state.pid = spawn_watchdog(state, store)
+    except Exception:
+        store.clear()
+        raise
+    state.pid_start = process_start_ticks(state.pid)
+    store.write(state)
+    log.info("safety thaw armed: deadline %s, watchdog pid %d", rfc3339(state.deadline), state.pid)
+    return state
+
+
+# --- the watchdog process --------------------------------------------------------------------
+
+
+def spawn_watchdog(job: SafetyThaw, store: StateStore) -> int:
+    """Double-fork a detached watchdog; returns its pid.
+
+    setsid + a second fork puts it in its own session, reparented to init, so it outlives the exec
+    session and even a SIGKILL of this process; its stdio leaves the exec session's pipes (which would
+    otherwise keep ``kubectl exec`` waiting).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        _become_watchdog(job, store, read_end, write_end)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        reported = pipe.read()
+    try:
+        return int(reported)
+    except ValueError:
+        raise FreezerError("failed", "the safety-thaw watchdog did not start")
+
+
+def _become_watchdog(job: SafetyThaw, store: StateStore, read_end: int, write_end: int) -> None:
+    """Runs in the forked child and never returns (os._exit skips the parent's cleanup code)."""
+    exit_code = 1
+    try:
+        os.close(read_end)
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        _redirect_stdio(store.stderr_path)
+        os.write(write_end, str(os.getpid()).encode())
+        os.close(write_end)
+        # Drops the inherited lock descriptor (holding it would keep the domain locked for our whole
+        # life) and the parent's libvirt socket: the watchdog opens its own connection when it fires.
+        _close_inherited_fds()
+        exit_code = run_watchdog(job, store)
+    except BaseException:  # nothing may escape into the parent's code path
+        with contextlib.suppress(Exception):
+            log.exception("safety-thaw watchdog failed")
+    finally:
+        os._exit(exit_code)
+
+
+def _redirect_stdio(stderr_path: str) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    errors = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(errors, 2)
+    os.close(devnull)
+    os.close(errors)
+
+
+def _close_inherited_fds() -> None:
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def run_watchdog(job: SafetyThaw, store: StateStore) -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    log.info("watchdog %d: safety thaw of %s due %s", os.getpid(), job.domain, rfc3339(job.deadline))
+    if not sleep_until_deadline(job, store):
+        return 0
+    give_up_at = job.deadline + WATCHDOG_RETRY_WINDOW_S
+    attempt = 0
+    while True:
+        attempt += 1
+        with store.locked():
+            if not store.is_current(job.token):
+                return 0  # a thaw or a newer freeze took over while we waited for the lock
+            record = safety_thaw_attempt(job, attempt)
+            store.append_log(record)
+            if record["ok"]:
+                store.clear()
+                return 0
+        if record["error"]["code"] == "domain-not-found" or time.time() >= give_up_at:
+            return 1
+        time.sleep(WATCHDOG_RETRY_INTERVAL_S)
+
+
+def sleep_until_deadline(job: SafetyThaw, store: StateStore) -> bool:
+    """Sleep in steps of at most WATCHDOG_POLL_S; False when superseded meanwhile."""
+    while store.is_current(job.token):
+        remaining = job.deadline - time.time()
+        if remaining <= 0:
+            return True
+        time.sleep(min(remaining, WATCHDOG_POLL_S))
+    return False
+
+
+def safety_thaw_attempt(job: SafetyThaw, attempt: int) -> Dict[str, Any]:
+    """Thaw the guest over a fresh connection; returns the log record."""
+    now = time.time()
+    record: Dict[str, Any] = {
+        "event": "safety-thaw",
+        "domain": job.domain,
+        "uri": job.uri,
+        "token": job.token,
+        "pid": os.getpid(),
+        "attempt": attempt,
+        "deadline": rfc3339(job.deadline),
+        "fired_at": rfc3339(now),
+        "late_ms": int((now - job.deadline) * 1000),
+    }
+    conn = None
+    try:
+        conn, _ = connect([job.uri], {})
+        dom = lookup_domain(conn, job.domain)
+        ensure_running(dom, {})
+        record["filesystems"] = thaw_filesystems(dom, job.agent_timeout_s)
+        record["ok"] = True
+        log.info("safety thaw of %s done: %d filesystems", job.domain, record["filesystems"])
+    except FreezerError as err:
+        record["ok"] = False
+        record["error"] = err.to_json()
+        log.error("safety thaw of %s failed: %s", job.domain, err.message)
+    finally:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+    return record
+
+
+# --- libvirt ---------------------------------------------------------------------------------
+
+
+def require_libvirt() -> None:
+    if libvirt is None or libvirt_qemu is None:
+        raise FreezerError("no-libvirt-python", "python3 here has no libvirt module (libvirt-python)")
+    # libvirt prints every error to stderr by itself; ours are reported in the JSON instead.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def candidate_uris(forced: Optional[str]) -> List[str]:
+    if forced:
+        return [forced]
+    listed = [uri.strip() for uri in os.environ.get(URIS_ENV, "").split(",") if uri.strip()]
+    return listed or list(DEFAULT_URIS)
+
+
+def socket_of(uri: str) -> Optional[str]:
+    """The ``socket=`` path of a unix-socket URI, if it names one."""
+    sockets = parse_qs(urlsplit(uri).query).get("socket")
+    return sockets[0] if sockets else None
+
+
+def connect(candidates: Sequence[str], report: Report) -> Tuple[Any, str]:
+    """Open the first candidate URI that answers; records every attempt in ``uris_tried``."""
+    tried: List[Dict[str, str]] = []
+    report["uris_tried"] = tried
+    for uri in candidates:
+        socket_path = socket_of(uri)
+        if socket_path and not os.path.exists(socket_path):
+            tried.append({"uri": uri, "result": "skipped", "error": "socket %s does not exist" % socket_path})
+            continue
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            tried.append({"uri": uri, "result": "failed", "error": exc.get_error_message() or str(exc)})
+            continue
+        tried.append({"uri": uri, "result": "connected"})
+        report["uri"] = uri
+        log.info("connected to %s", uri)
+        return conn, uri
+    details = "; ".join("%s: %s" % (entry["uri"], entry["error"]) for entry in tried)
+    raise FreezerError("libvirt-unreachable", "no libvirt URI answered (%s)" % details)
+
+
+def lookup_domain(conn: Any, name: str) -> Any:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        raise FreezerError.from_libvirt(exc, "looking up domain %s" % name)
+
+
+def ensure_running(dom: Any, report: Report) -> None:
+    """A paused or stopped guest cannot answer its agent: say so instead of waiting for a timeout."""
+    try:
+        state, _reason = dom.state()
+    except libvirt.libvirtError as exc:
+        raise FreezerError.from_libvirt(exc, "reading the domain state")
+    name = DOMAIN_STATES.get(state, "state %d" % state)
+    report["domain_state"] = name
+    if state not in RUNNING_STATES:
+        raise FreezerError(
+            "domain-not-running", "domain %s is %s, not running: its guest agent cannot answer" % (dom.name(), name)
+        )
+
+
+@contextlib.contextmanager
+def agent_response_timeout(dom: Any, seconds: int) -> Iterator[None]:
+    """Let fsFreeze/fsThaw wait ``seconds`` for the agent instead of libvirt's default (5 s).
+
+    The setting is per domain in the daemon and shared with virt-launcher, so it is put back after.
+    """
+    applied = _set_agent_response_timeout(dom, seconds)
+    try:
+        yield
+    finally:
+        if applied:
+            _set_agent_response_timeout(dom, AGENT_RESPONSE_TIMEOUT_DEFAULT)
+
+
+def _set_agent_response_timeout(dom: Any, seconds: int) -> bool:
+    try:
+        dom.agentSetResponseTimeout(seconds, 0)
+    except (AttributeError, libvirt.libvirtError) as exc:  # libvirt < 5.10 or a driver without it
+        log.debug("cannot set the agent response timeout: %s", exc)
+        return False
+    return True
+
+
+def read_agent_status(dom: Any, timeout_s: int) -> str:
+    """The agent's own answer to guest-fsfreeze-status: "frozen" or "thawed"."""
+    try:
+        reply = libvirt_qemu.qemuAgentCommand(dom, FSFREEZE_STATUS_COMMAND, timeout_s, 0)
+    except libvirt.libvirtError as exc:
+        raise FreezerError.from_libvirt(exc, "reading guest-fsfreeze-status")
+    try:
+        return str(json.loads(reply)["return"])
+    except (ValueError, KeyError, TypeError):
+        raise FreezerError("failed", "unexpected guest agent reply to guest-fsfreeze-status: %r" % reply)
+
+
+def freeze_filesystems(dom: Any, mountpoints: List[str], agent_timeout_s: int) -> int:
+    with agent_response_timeout(dom, agent_timeout_s):
+        try:
+            count = dom.fsFreeze(mountpoints or None, 0)
+        except libvirt.libvirtError as exc:
+            raise FreezerError.from_libvirt(exc, "freezing the guest filesystems")
+    if mountpoints and count == 0:
+        raise FreezerError("refused", "the guest froze none of the requested mountpoints %s" % mountpoints)
+    return count
+
+
+def thaw_filesystems(dom: Any, agent_timeout_s: int) -> int:
+    with agent_response_timeout(dom, agent_timeout_s):
+        try:
+            return dom.fsThaw(None, 0)
+        except libvirt.libvirtError as exc:
+            raise FreezerError.from_libvirt(exc, "thawing the guest filesystems")
+
+
+# --- the actions -----------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    uri: str
+    dom: Any
+    store: StateStore
+
+
+@contextlib.contextmanager
+def open_session(opts: Options, report: Report) -> Iterator[Session]:
+    conn, uri = connect(candidate_uris(opts.uri), report)
+    try:
+        dom = lookup_domain(conn, opts.domain)
+        store = StateStore(resolve_state_dir(opts.state_dir), uri, opts.domain)
+        report["state_dir"] = store.state_dir
+        yield Session(uri=uri, dom=dom, store=store)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def status_before_action(session: Session, opts: Options, report: Report, fail_fast: bool) -> Optional[str]:
+    timeout_s = min(opts.agent_timeout, STATUS_READ_TIMEOUT_S)
+    try:
+        status: Optional[str] = read_agent_status(session.dom, timeout_s)
+    except FreezerError as err:
+        if fail_fast and err.code in FAIL_FAST_CODES:
+            raise
+        warn(report, "could not read the freeze status first (%s); going ahead" % err.message)
+        status = None
+    report["status_before"] = status
+    log.info("guest freeze status before the %s: %s", opts.action, status or "unknown")
+    return status
+
+
+def confirm_status(session: Session, opts: Options, report: Report, expected: str) -> None:
+    """Read the status back: "unknown" when unreadable, an error when contrary to the action."""
+    timeout_s = min(opts.agent_timeout, STATUS_READ_TIMEOUT_S)
+    try:
+        status = read_agent_status(session.dom, timeout_s)
+    except FreezerError as err:
+        warn(report, "could not read the freeze status back: %s" % err.message)
+        status = "unknown"
+    report["status"] = status
+    if status not in (expected, "unknown"):
+        raise FreezerError("refused", "after the %s the guest agent reports %r" % (opts.action, status))
+
+
+def rearm_safety_thaw(session: Session, opts: Options, report: Report) -> None:
+    report["replaced_safety_thaw"] = disarm_safety_thaw(session.store)
+    report["safety_thaw"] = None
+    if opts.unfreeze_timeout > 0:
+        state = arm_safety_thaw(session.store, session.uri, opts.domain, opts.unfreeze_timeout, opts.agent_timeout)
+        report["safety_thaw"] = state.describe()
+
+
+@contextlib.contextmanager
+def locked_running_session(opts: Options, report: Report) -> Iterator[Session]:
+    """A session on a running domain, holding the domain's lock (freeze and thaw change its state)."""
+    report["agent_timeout_s"] = opts.agent_timeout
+    with open_session(opts, report) as session:
+        ensure_running(session.dom, report)
+        with session.store.locked():
+            yield session
+
+
+def run_freeze(opts: Options, report: Report) -> None:
+    report["mountpoints"] = list(opts.mountpoints)
+    with locked_running_session(opts, report) as session:
+        already = status_before_action(session, opts, report, fail_fast=True) == "frozen"
+        report["already"] = already
+        # Armed before the freeze call: a freeze that completes after we were killed is still undone.
+        rearm_safety_thaw(session, opts, report)
+        report["filesystems"] = None
+        if not already:
+            try:
+                report["filesystems"] = freeze_filesystems(session.dom, opts.mountpoints, opts.agent_timeout)
+            except FreezerError as err:
+                if err.code in NOTHING_FROZEN_CODES:
+                    disarm_safety_thaw(session.store)
+                    report["safety_thaw"] = None
+                raise
+            log.info("froze %d filesystems", report["filesystems"])
+        confirm_status(session, opts, report, "frozen")
+
+
+def run_thaw(opts: Options, report: Report) -> None:
+    with locked_running_session(opts, report) as session:
+        already = status_before_action(session, opts, report, fail_fast=False) == "thawed"
+        report["already"] = already
+        report["filesystems"] = None
+        if not already:
+            report["filesystems"] = thaw_filesystems(session.dom, opts.agent_timeout)
+            log.info("thawed %d filesystems", report["filesystems"])
+        confirm_status(session, opts, report, "thawed")
+        # Only now: a failed thaw keeps its safety thaw as the next chance.
+        report["cancelled_safety_thaw"] = disarm_safety_thaw(session.store)
+
+
+def run_status(opts: Options, report: Report) -> None:
+    with open_session(opts, report) as session:
+        state = session.store.read()
+        report["safety_thaw"] = state.describe() if state else None
+        report["last_safety_thaw"] = session.store.last_log()
+        ensure_running(session.dom, report)
+        report["status"] = read_agent_status(session.dom, opts.agent_timeout)
+
+
+RUNNERS: Dict[str, Callable[[Options, Report], None]] = {
+    "freeze": run_freeze,
+    "thaw": run_thaw,
+    "status": run_status,
+}
+
+
+def main(argv: Sequence[str]) -> int:
+    started = time.monotonic()
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s freezer[%(process)d] %(levelname)s %(message)s"
+    )
+    report: Report = {"ok": False, "action": argv[0] if argv and argv[0] in ACTIONS else None, "domain": None}
+    exit_code = EXIT_OK
+    try:
+        opts = parse_args(argv)
+        report["domain"] = opts.domain
+        require_libvirt()
+        RUNNERS[opts.action](opts, report)
+        report["ok"] = True
+    except _HelpRequested:
+        report.update(ok=True, action="help")
+    except FreezerError as err:
+        log.error("%s", err.message)
+        report["error"] = err.to_json()
+        exit_code = err.exit_code
+    except Exception as exc:  # one JSON object for every outcome, even a bug
+        log.exception("unexpected error")
+        failure = FreezerError("failed", "unexpected error: %r" % exc)
+        report["error"] = failure.to_json()
+        exit_code = failure.exit_code
+    report["elapsed_ms"] = int((time.monotonic() - started) * 1000)
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
