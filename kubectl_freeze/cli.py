@@ -349,6 +349,8 @@ def freeze_status(
     parsed = parse_names(names or [])
     if parsed and selector:
         raise UsageError("give VM names or -l SELECTOR, not both")
+    if parsed and all_namespaces:
+        raise UsageError("names cannot be given with -A", "drop -A or give -n NAMESPACE")
     if parallel < 1:
         raise UsageError(f"--parallel must be at least 1, not {parallel}")
     printer = common.printer()

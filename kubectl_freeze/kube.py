@@ -230,9 +230,11 @@ class Kube:
         access = Access("get", "virtualmachines", "kubevirt.io", namespace, name)
         return self._call("GET", self._path(KUBEVIRT, namespace, "virtualmachines", name), access)
 
-    def list_vmis(self, namespace: str | None, selector: str | None = None) -> dict:
+    def list_vmis(self, namespace: str | None, selector: str | None = None, field_selector: str | None = None) -> dict:
         access = Access("list", "virtualmachineinstances", "kubevirt.io", namespace)
         query = [("labelSelector", selector)] if selector else []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         return self._call("GET", self._path(KUBEVIRT, namespace, "virtualmachineinstances"), access, query)
 
     def list_vms(self, namespace: str | None, selector: str | None = None) -> dict:

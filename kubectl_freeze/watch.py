@@ -53,6 +53,16 @@ def _check_alive(vmi: dict, uid: str, ref: str) -> None:
         raise Failed(f"VMI {ref} stopped (phase {status.get('phase')}) while waiting for its freeze status")
 
 
+def relist(kube, namespace: str, name: str, ref: str) -> tuple[dict, str]:
+    """The VMI and the LIST's resourceVersion to watch from (the object's own may be compacted away)."""
+    listing = kube.list_vmis(namespace, field_selector=f"metadata.name={name}")
+    items = [i for i in listing.get("items") or [] if (i.get("metadata") or {}).get("name") == name]
+    if not items:
+        raise Failed(f"VMI {ref} was deleted while waiting for its freeze status")
+    rv = (listing.get("metadata") or {}).get("resourceVersion") or items[0]["metadata"].get("resourceVersion")
+    return items[0], str(rv or "")
+
+
 def wait_for_status(kube, vmi: dict, want: str, deadline: float, sleep=time.sleep) -> WatchResult:
     """Block until the VMI shows ``want`` ("frozen"/"thawed") or ``deadline`` (time.monotonic)."""
     from urllib3.exceptions import HTTPError
@@ -81,8 +91,9 @@ def wait_for_status(kube, vmi: dict, want: str, deadline: float, sleep=time.slee
             if polling or not rv:
                 if polling:
                     sleep(min(POLL_INTERVAL, left))
-                result.vmi = kube.get_vmi(namespace, name)
-                rv = str(result.vmi["metadata"].get("resourceVersion") or "")
+                    result.vmi = kube.get_vmi(namespace, name)
+                else:
+                    result.vmi, rv = relist(kube, namespace, name, ref)
                 _check_alive(result.vmi, uid, ref)
                 continue
             for event in kube.watch_vmi(namespace, name, rv, timeout_seconds=max(1, int(left) + 1)):
@@ -111,7 +122,10 @@ def wait_for_status(kube, vmi: dict, want: str, deadline: float, sleep=time.slee
         except KubeError as exc:
             if exc.status == 410:
                 result.relists += 1
-                rv = ""  # re-read the VMI, then watch from its resourceVersion
+                rv = ""  # re-list, then watch from the list's resourceVersion
+                if result.relists > 1:
+                    sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                    backoff = min(backoff * 2, 5.0)
             elif exc.status in (403, 405):
                 result.notes.append("watch not allowed, polling instead")
                 polling = True
