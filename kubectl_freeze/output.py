@@ -247,14 +247,13 @@ def status_detail(row: dict, color: bool = False) -> str:
         ("Freeze (VMI status)", paint(row["freeze"], _STYLES.get(row["freeze"]), color)
          + (f" since {row['since']} ({age(row['since'])} ago)" if row.get("since") else "")),
     ]
+    safety = row.get("safetyThawDeadline")
     if live is not None:
         text = live.get("status") or f"unknown ({live.get('error')})"
         pairs.append(("Freeze (guest agent)", paint(text, _STYLES.get(live.get("status") or ""), color)))
-        safety = (live.get("safetyThaw") or {}).get("deadline") if live.get("safetyThaw") else None
-        if safety:
-            pairs.append(("Safety thaw (freezer)", f"{safety} ({until(safety)})"))
-    if row.get("safetyThawDeadline"):
-        pairs.append(("Safety thaw", f"{row['safetyThawDeadline']} ({until(row['safetyThawDeadline'])})"))
+        safety = (live.get("safetyThaw") or {}).get("deadline") or safety
+    if safety:
+        pairs.append(("Safety thaw", f"{safety} ({until(safety)})"))
     if last:
         pairs.append(("Last action", f"{last.get('reason')} at {last.get('time')} by {last.get('who') or '?'} "
                                      f"(method {last.get('method') or '?'})"))

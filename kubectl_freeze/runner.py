@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from . import events
 from .durations import human, to_go
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNCONFIRMED, PluginError, Unconfirmed
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNCONFIRMED, Failed, PluginError, Unconfirmed
 from .methods import AUTO, FREEZE, UNFREEZE, Options, Outcome, get
 from .methods.auto import Prober, choose, explain
 from .targets import Target
@@ -276,12 +276,47 @@ class Runner:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(func, items))
 
+    def choose_methods(self, targets: list[Target]) -> dict[str, tuple[str, str, int]]:
+        """Method per target (auto probes), decided for ALL targets before anything is changed."""
+        chosen: dict[str, tuple[str, str, int]] = {}
+        problems: list[str] = []
+
+        def pick(target: Target):
+            scratch = VmResult(target, self.opts.action)
+            try:
+                name = self._pick(target, scratch)
+            except PluginError as exc:
+                return target, None, exc.line(), 0
+            return target, name, scratch.method_reason, scratch.timings.get("probeMs", 0)
+
+        for target, name, reason, probe_ms in self._map(pick, targets):
+            if name is None:
+                problems.append(reason)
+            else:
+                chosen[target.ref] = (name, reason, probe_ms)
+        if problems:
+            if len(targets) == 1:
+                raise Failed(problems[0])
+            raise Failed(f"{len(problems)} of {len(targets)} VMs cannot be handled, so none was: "
+                         + " | ".join(problems))
+        return chosen
+
     def run(self, targets: list[Target]) -> Report:
         action = self.opts.action
         if self.opts.dry_run:
             return Report(action, self._map(self.plan_one, targets), dry_run=True)
+        chosen = self.choose_methods(targets)
         deadline = time.monotonic() + self.opts.timeout.total_seconds()
-        results = self._map(lambda t: self.act_one(t, action, deadline), targets)
+
+        def act(target: Target) -> VmResult:
+            name, reason, probe_ms = chosen[target.ref]
+            result = self.act_one(target, action, deadline, method=name)
+            result.method_reason = reason
+            if probe_ms:
+                result.timings = {"probeMs": probe_ms, **result.timings}
+            return result
+
+        results = self._map(act, targets)
         if action == FREEZE and any(r.failed for r in results):
             self._roll_back(results)
         return Report(action, results)

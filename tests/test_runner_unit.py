@@ -162,3 +162,18 @@ def test_report_dict_has_the_same_facts_as_the_table(method):
     assert item["agent"] == {"status": "frozen", "already": None, "filesystems": None}
     assert item["safetyThaw"] == {"after": "5m0s", "deadline": "2026-01-01T00:05:00Z"}
     assert isinstance(report, Report)
+
+
+def test_methods_are_chosen_for_all_vms_before_any_is_frozen(monkeypatch):
+    from kubectl_freeze.kube import ExecResult
+    from kubectl_freeze.methods import auto
+
+    fake = FakeMethod()
+    monkeypatch.setattr(runner_mod, "get", lambda name: fake)
+    kube = FakeKube()
+    kube.exec_results = {tuple(auto.PYTHON_PROBE[:2]): ExecResult(1, "", ""),
+                         tuple(auto.VIRT_FREEZER_PROBE[:2]): ExecResult(0, "", "")}
+    opts = RunOptions(action=FREEZE, method="auto", options=Options(timedelta(minutes=5), ["/data"]), wait=False)
+    with pytest.raises(Failed, match="2 of 2 VMs cannot be handled, so none was.*--mountpoint needs"):
+        Runner(kube, opts).run(targets("a", "b"))
+    assert fake.runs == [] and kube.events == []
