@@ -101,8 +101,9 @@ def launcher_pod(vmi_obj: dict, node: str, image: str, migration_job: str = "") 
             ],
         },
         "status": {"phase": "Running", "podIP": "10.244.0.10", "startTime": now(),
-                   "containerStatuses": [{"name": "compute", "ready": True, "image": image,
-                                          "state": {"running": {"startedAt": now()}}}]},
+                   "containerStatuses": [{"name": c, "ready": True, "image": image, "restartCount": 0,
+                                          "state": {"running": {"startedAt": now()}}}
+                                         for c in ("compute", "guest-console-log")]},
     }
 
 
