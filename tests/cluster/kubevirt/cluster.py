@@ -72,6 +72,12 @@ class SimCluster:
         if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def reset(self) -> None:
+        """Between tests: no pending safety timers, no process a pod left running."""
+        for vmi in self.vmis.values():
+            vmi.launcher.close()
+        kill_instance_processes(self.instance)
+
     def __enter__(self) -> "SimCluster":
         return self.start()
 
