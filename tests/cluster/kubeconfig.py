@@ -52,8 +52,8 @@ def client_configuration(server: str, ca_path: Path, token: str) -> Any:
     configuration.host = server
     configuration.ssl_ca_cert = str(ca_path)
     configuration.verify_ssl = True
-    configuration.api_key = {"authorization": token}
-    configuration.api_key_prefix = {"authorization": "Bearer"}
+    # the 36.x client reads "BearerToken" and falls back to "authorization" (older clients)
+    configuration.api_key = {"authorization": f"Bearer {token}"}
     return configuration
 
 
