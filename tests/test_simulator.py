@@ -97,7 +97,7 @@ def cluster_kubectl_cmd(cluster) -> list[str]:
 @pytest.mark.parametrize("user,allowed", [("admin", "yes"), ("editor", "yes"), ("viewer", "no"),
                                           ("no-exec", "no")])
 def test_auth_can_i_exec_follows_rbac(cluster, user, allowed):
-    out = cluster.kubectl("auth", "can-i", "create", "pods/exec", "--context", user)
+    out = cluster.kubectl("auth", "can-i", "create", "pods", "--subresource=exec", "--context", user)
     assert out.stdout.strip() == allowed
 
 
@@ -183,3 +183,27 @@ def test_virt_freezer_exits_0_without_freezing_when_there_is_no_agent(cluster):
                           "--namespace", cluster.namespace)
     assert out.returncode == 0
     assert "No guest agent, exiting" in out.stderr
+
+
+def test_virt_freezer_safety_timer_thaws_the_real_guest(cluster):
+    guest, pod = cluster.guests["vm2"], launcher_pod(cluster, "vm2")
+    freeze = cluster.kubectl("exec", pod, "--", "/usr/bin/virt-freezer", "--freeze", "--name", "vm2",
+                             "--namespace", cluster.namespace, "--unfreezeTimeoutSeconds=2")
+    assert freeze.returncode == 0, freeze.stderr
+    assert guest.agent_status() == "frozen"
+    wait_for(lambda: guest.agent_status() == "thawed", timeout=6, what="the launcher's safety unfreeze")
+
+
+def test_freeze_subresource_of_a_vmi_that_is_not_running_is_409(cluster):
+    from kubernetes import client
+
+    ns = cluster.fresh_namespace()
+    cluster.sim.add_vmi(ns, "done")
+    cluster.sim.set_phase(ns, "done", "Succeeded")
+    api = api_client(cluster)
+    path = f"/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/done/freeze"
+    with pytest.raises(client.ApiException) as err:
+        api.call_api(path, "PUT", body={"unfreezeTimeout": "5m0s"}, auth_settings=["BearerToken"],
+                     header_params={"Content-Type": "application/json"}, _preload_content=False)
+    assert err.value.status == 409
+    assert json.loads(err.value.body)["reason"] == "Conflict"
