@@ -88,16 +88,17 @@ def wait_for_watchers(sim: Sim, count: int, timeout: float = 10) -> None:
 
 
 def raw_request(server: ApiServer, method: str, path: str, token: str | None = None,
-                body: bytes | None = None) -> tuple[int, dict]:
+                accept: str = "application/json") -> tuple[int, dict, str]:
+    """(status, JSON body, Content-Type) of a plain HTTPS request."""
     context = ssl.create_default_context(cafile=str(server.ca_path))
-    request = urllib.request.Request(server.url + path, data=body, method=method)
+    request = urllib.request.Request(server.url + path, method=method, headers={"Accept": accept})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, context=context, timeout=5) as response:
-            return response.status, json.loads(response.read() or b"{}")
+            return response.status, json.loads(response.read() or b"{}"), response.headers["Content-Type"]
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, json.loads(error.read()), error.headers["Content-Type"]
 
 
 # ----- the real kubectl ----------------------------------------------------------------------
@@ -376,23 +377,33 @@ def test_events_can_be_created_and_listed(sim):
 # ----- wire details ----------------------------------------------------------------------------
 
 def test_status_bodies_for_401_404_and_discovery(sim):
-    code, body = raw_request(sim.server, "GET", "/api/v1/namespaces/demo/pods")
+    code, body, _ = raw_request(sim.server, "GET", "/api/v1/namespaces/demo/pods")
     assert (code, body["reason"], body["kind"]) == (401, "Unauthorized", "Status")
-    code, body = raw_request(sim.server, "GET", "/api/v1/namespaces/demo/pods", token="wrong")
-    assert code == 401
+    assert raw_request(sim.server, "GET", "/api/v1/namespaces/demo/pods", token="wrong")[0] == 401
     admin = sim.server.token_for("admin")
-    code, body = raw_request(sim.server, "GET", "/apis/kubevirt.io/v1/namespaces/demo/virtualmachineinstances/x", admin)
+    code, body, _ = raw_request(sim.server, "GET", "/apis/kubevirt.io/v1/namespaces/demo/virtualmachineinstances/x",
+                                admin)
     assert (code, body["message"], body["details"]) == (
         404, 'virtualmachineinstances.kubevirt.io "x" not found',
         {"name": "x", "group": "kubevirt.io", "kind": "virtualmachineinstances"})
-    code, body = raw_request(sim.server, "GET", "/apis/kubevirt.io/v1", admin)
+
+    _, body, _ = raw_request(sim.server, "GET", "/apis/kubevirt.io/v1", admin)
     vmis = next(r for r in body["resources"] if r["name"] == "virtualmachineinstances")
     assert vmis["shortNames"] == ["vmi", "vmis"] and "watch" in vmis["verbs"]
-    code, body = raw_request(sim.server, "GET", "/apis/subresources.kubevirt.io/v1alpha3", admin)
+    _, body, _ = raw_request(sim.server, "GET", "/apis/subresources.kubevirt.io/v1alpha3", admin)
     assert {"virtualmachineinstances/freeze", "virtualmachineinstances/unfreeze"} <= {
         r["name"] for r in body["resources"]}
-    code, body = raw_request(sim.server, "GET", "/api/v1", admin)
+    _, body, _ = raw_request(sim.server, "GET", "/api/v1", admin)
     assert {"pods/exec", "pods", "events", "namespaces"} <= {r["name"] for r in body["resources"]}
+
+    aggregated = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    _, body, content_type = raw_request(sim.server, "GET", "/apis", admin, accept=aggregated)
+    assert content_type == "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    groups = {item["metadata"]["name"]: item for item in body["items"]}
+    assert list(groups)[:2] == ["kubevirt.io", "subresources.kubevirt.io"]
+    placeholder = groups["subresources.kubevirt.io"]["versions"][0]["resources"][0]
+    assert placeholder["responseKind"] == {} and {"freeze", "unfreeze", "guestosinfo"} == {
+        sub["subresource"] for sub in placeholder["subresources"]}
 
 
 def test_store_mutate_is_a_no_op_when_nothing_changes_and_update_checks_versions(sim):
@@ -447,7 +458,6 @@ def test_stop_leaves_no_thread_behind(tmp_path):
     before = threading.active_count()
     store = Store()
     server = ApiServer(InMemoryBackend(store), store=store).start()
-    code, _ = raw_request(server, "GET", "/version")
-    assert code == 200
+    assert raw_request(server, "GET", "/version")[0] == 200
     server.stop()
     assert threading.active_count() == before

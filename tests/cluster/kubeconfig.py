@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import yaml
 
@@ -56,7 +56,3 @@ def client_configuration(server: str, ca_path: Path, token: str) -> Any:
     configuration.api_key = {"authorization": f"Bearer {token}"}
     return configuration
 
-
-def all_users(users: Iterable[str], namespace: str, prefix: str = "sim-") -> list[Context]:
-    """One context per user, named `<prefix><user>`."""
-    return [Context(f"{prefix}{user}", user, namespace) for user in users]

@@ -127,7 +127,7 @@ class ApiApp:
         parts = [part for part in path.split("/") if part]
         body: Optional[dict] = None
         if parts in (["api"], ["apis"]) and discovery.wants_aggregated(accept):
-            return web.Response(text=json.dumps(discovery.aggregated(self.registry, parts == ["api"])),
+            return web.Response(body=json.dumps(discovery.aggregated(self.registry, parts == ["api"])).encode(),
                                 headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
         if parts == ["api"]:
             body = discovery.api_versions(self.server_address())

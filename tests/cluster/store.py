@@ -218,10 +218,6 @@ class Store:
                 self._bookmark(sub, True)
             return sub
 
-    def subscriptions(self) -> int:
-        with self._lock:
-            return len(self._subscriptions)
-
     # ----- internals ----------------------------------------------------------------------
     def _key(self, resource: Resource, namespace: str, name: str) -> tuple[str, str, str]:
         return resource.plural, namespace if resource.namespaced else "", name
