@@ -461,3 +461,28 @@ def test_stop_leaves_no_thread_behind(tmp_path):
     assert raw_request(server, "GET", "/version")[0] == 200
     server.stop()
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("offered, chosen", [
+    ("v4.channel.k8s.io", "v4.channel.k8s.io"),
+    ("v4.channel.k8s.io,v5.channel.k8s.io", "v5.channel.k8s.io"),     # v5 whenever it is offered
+])
+def test_exec_subprotocol_negotiation_and_frames(sim, offered, chosen):
+    import websocket
+
+    pod = launcher(sim, "vm1")
+    url = (sim.server.url.replace("https", "wss") + f"/api/v1/namespaces/{NS}/pods/{pod}/exec"
+           "?command=sh&command=-c&command=echo+hi%3B+exit+2&stdout=1&stderr=1")
+    ws = websocket.create_connection(url, sslopt={"ca_certs": str(sim.server.ca_path)},
+                                     header=[f"Authorization: Bearer {sim.server.token_for('admin')}"],
+                                     subprotocols=offered.split(","))
+    assert ws.getsubprotocol() == chosen
+    frames = []
+    while True:
+        opcode, data = ws.recv_data()
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        frames.append((data[0], data[1:]))
+    assert frames[0] == (1, b"hi\n")
+    channel, status = frames[-1]
+    assert channel == 3 and json.loads(status)["details"]["causes"] == [{"reason": "ExitCode", "message": "2"}]

@@ -1,10 +1,29 @@
 """The cluster simulator's Kubernetes API layer: a kube-apiserver stand-in that the real
-kubectl and the real kubernetes Python client use over HTTPS and WebSocket.
+kubectl (1.31+) and the real kubernetes Python client use unchanged, over HTTPS and WebSocket.
 
     store = Store()
-    backend = InMemoryBackend(store)          # or the real KubeVirt-like backend
-    with ApiServer(backend, store=store) as srv:
-        srv.write_kubeconfig(tmp / "kubeconfig", user="editor", namespace="demo")
+    backend = InMemoryBackend(store)          # or tests.cluster.kubevirt's real backend
+    with ApiServer(backend, store=store, bookmark_interval=1.0) as srv:
+        srv.write_kubeconfig(tmp / "kubeconfig", user="editor", namespace="demo", context="sim",
+                             extra_contexts=[Context("viewer", "viewer", "demo")])
+        srv.url, srv.ca_path, srv.token_for("viewer"), srv.client_configuration("admin")
+        srv.drop_watches(); srv.restart()     # same port, same store, same tokens
+        srv.requests.copy()                   # [(method, path?query, status)], for debugging
+
+Modules, one job each:
+    store        objects, the global resourceVersion, bounded history, watch fan-out (thread-safe)
+    resources    the served resources (discovery, routing, store and RBAC read it)
+    routes       the aiohttp app: authn, RBAC, discovery, CRUD/watch, exec, KubeVirt subresources
+    apiserver    ApiServer: TLS, the background loop thread, lifecycle
+    auth         tokens -> users, PolicyRules, the default users, SelfSubject*Reviews
+    watch        chunked watch streams (bookmarks, timeoutSeconds, selector transitions)
+    exec_ws      pods/exec over WebSocket (v5/v4.channel.k8s.io)
+    backend      the Backend / ExecIO protocols and InMemoryBackend
+    discovery, tables, selectors, requestinfo, protobuf, errors, tls, kubeconfig, objects
+
+Users (`Users.defaults()`): admin (everything), editor (reads, pods/exec, freeze/unfreeze,
+events, kubevirt.io writes), viewer (reads, guestosinfo), no-exec (reads, freeze/unfreeze,
+events), no-freeze-api (reads, pods/exec, events). Add more with `srv.users.add(User(...))`.
 """
 
 from .apiserver import ApiServer
