@@ -5,7 +5,8 @@ A command runs in a private mount namespace that looks like the container where 
   /run/libvirt bound to the real libvirt daemon's socket folder (so `virsh` and
   `qemu:///system` reach the real guests) and /run/kubevirt/sockets/launcher-sock, the pod's
   virt-launcher command socket;
-- the pod's own /tmp;
+- the host's /tmp stays visible: the simulator, the rig and the python that stands in for the
+  image's python3 may all live below it (CI clones anywhere);
 - /usr/bin seen through an overlay whose top layer holds /usr/bin/virt-freezer and, for the
   image, python3: the stock image whites out every python (stock launcher images have none);
   the python image has a python3 with libvirt-python.
@@ -43,7 +44,7 @@ class PodSandbox:
         return self.run_dir / "kubevirt" / "sockets" / "launcher-sock"
 
     def prepare(self) -> None:
-        for d in ("run/libvirt", "run/kubevirt/sockets", "run/kubevirt-private", "tmp", "usr-bin"):
+        for d in ("run/libvirt", "run/kubevirt/sockets", "run/kubevirt-private", "usr-bin"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         top = self.root / "usr-bin"
         _write_script(top / "virt-freezer", f"exec {sys.executable} {VIRT_FREEZER} \"$@\"")
@@ -62,8 +63,6 @@ class PodSandbox:
             f"mount --bind {r / 'run'} /run",
             f"mount --bind {self.libvirt_socket_dir} /run/libvirt",
             f"mount -t overlay overlay -o lowerdir={r / 'usr-bin'}:/usr/bin /usr/bin",
-            # Last: the paths above may lie below the host's /tmp.
-            f"mount --bind {r / 'tmp'} /tmp",
             "cd /",
             f'exec env -i PATH={CONTAINER_PATH} HOME=/root HOSTNAME={shlex.quote(r.name)} '
             f'KF_SIM_INSTANCE={self.instance} "$@"',
