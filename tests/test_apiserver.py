@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import ssl
 import subprocess
 import threading
@@ -486,3 +487,21 @@ def test_exec_subprotocol_negotiation_and_frames(sim, offered, chosen):
     assert frames[0] == (1, b"hi\n")
     channel, status = frames[-1]
     assert channel == 3 and json.loads(status)["details"]["causes"] == [{"reason": "ExitCode", "message": "2"}]
+
+
+def test_exec_accepts_a_post_upgrade_and_checks_the_container_first(sim):
+    pod = launcher(sim, "vm1")
+    path = f"/api/v1/namespaces/{NS}/pods/{pod}/exec?command=true&stdout=true"
+    token = sim.server.token_for("admin")
+    code, body, _ = raw_request(sim.server, "GET", path + "&container=nope", token)
+    assert (code, body["message"]) == (400, f"container nope is not valid for pod {pod}")
+
+    context = ssl.create_default_context(cafile=str(sim.server.ca_path))
+    host, port = sim.server.url.removeprefix("https://").split(":")
+    with context.wrap_socket(socket.create_connection((host, int(port))), server_hostname=host) as conn:
+        conn.sendall((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\nContent-Length: 0\r\n\r\n").encode())
+        head = conn.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 101") and "Sec-WebSocket-Protocol: v5.channel.k8s.io" in head
