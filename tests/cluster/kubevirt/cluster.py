@@ -73,10 +73,12 @@ class SimCluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def reset(self) -> None:
-        """Between tests: no pending safety timers, no process a pod left running."""
+        """Between tests: no pending safety timers, no process a pod left running, status
+        updates flowing."""
         for vmi in self.vmis.values():
             vmi.launcher.close()
         kill_instance_processes(self.instance)
+        self.poller.resume()
 
     def __enter__(self) -> "SimCluster":
         return self.start()
@@ -130,6 +132,21 @@ class SimCluster:
         self.backend.launchers[key] = sim.launcher
         return pod
 
+    def remove_vmi(self, namespace: str, name: str) -> None:
+        """Undo add_vmi: the VMI, its VM, its pods and their launcher sockets are gone."""
+        sim = self.vmis.pop((namespace, name))
+        self.poller.remove(namespace, name)
+        sim.launcher.close()
+        for sock in sim.sockets:
+            sock.close()
+        for pod in sim.pods:
+            self.backend.sandboxes.pop((namespace, pod), None)
+            self.store.delete("pods", namespace, pod)
+        self.backend.launchers.pop((namespace, name), None)
+        for resource in ("virtualmachineinstances", "virtualmachines"):
+            if self.store.find(resource, namespace, name):
+                self.store.delete(resource, namespace, name)
+
     def add_stopped_vm(self, namespace: str, name: str) -> dict:
         return self.store.create(objects.virtual_machine(namespace, name, running=False))
 
@@ -168,6 +185,11 @@ class SimCluster:
                 "startTimestamp": objects.now(), "completed": False, "failed": False}
         self.store.mutate("virtualmachineinstances", namespace, name, update)
         return target
+
+    def hold_status_updates(self, held: bool = True) -> None:
+        """A stuck virt-handler: while held, the VMIs' fsFreezeStatus and AgentConnected stay
+        as they are, whatever the guests do (reset() releases it)."""
+        self.poller.pause() if held else self.poller.resume()
 
     def set_phase(self, namespace: str, name: str, phase: str) -> None:
         self.store.mutate("virtualmachineinstances", namespace, name,

@@ -28,6 +28,8 @@ class AgentPoller:
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _poll_lock: threading.Lock = field(default_factory=threading.Lock)   # held for a whole poll
+    _paused: bool = False
 
     def add(self, namespace: str, name: str, launcher: Launcher) -> None:
         with self._lock:
@@ -37,6 +39,16 @@ class AgentPoller:
     def remove(self, namespace: str, name: str) -> None:
         with self._lock:
             self._targets.pop((namespace, name), None)
+
+    def pause(self) -> None:
+        """Stop writing to the VMIs (like a stuck virt-handler); returns once no poll is running."""
+        with self._poll_lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._poll_lock:
+            self._paused = False
+        self.poke()
 
     def poke(self) -> None:
         """Poll now rather than at the next interval."""
@@ -59,12 +71,15 @@ class AgentPoller:
             self._wake.clear()
 
     def poll_once(self) -> None:
-        with self._lock:
-            targets = list(self._targets.items())
-        for (namespace, name), launcher in targets:
-            if self._stop.is_set():
+        with self._poll_lock:
+            if self._paused:
                 return
-            self._poll(namespace, name, launcher)
+            with self._lock:
+                targets = list(self._targets.items())
+            for (namespace, name), launcher in targets:
+                if self._stop.is_set():
+                    return
+                self._poll(namespace, name, launcher)
 
     def _poll(self, namespace: str, name: str, launcher: Launcher) -> None:
         connected: bool | None
