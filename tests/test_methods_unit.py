@@ -134,6 +134,9 @@ def test_bundled_without_python3_points_to_other_methods():
     out = bundled.outcome_from_report(None, None, 'exec: "python3": executable file not found in $PATH', TARGET,
                                       FREEZE)
     assert not out.ok and not out.maybe_changed and "--method virt-freezer" in out.error.line()
+    missing = bundled.outcome_from_report(None, 127, "command terminated with non-zero exit code: 127", TARGET,
+                                          FREEZE, stderr="sh: python3: not found")
+    assert not missing.ok and not missing.maybe_changed and "has no python3" in missing.error.line()
     timed_out = bundled.outcome_from_report(None, None, "no answer", TARGET, FREEZE, timed_out=True)
     assert timed_out.maybe_changed
 

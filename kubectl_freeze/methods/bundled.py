@@ -103,7 +103,8 @@ def outcome_from_report(report: dict | None, exit_code: int | None, failure: str
                          "check with: kubectl freeze status --live " + target.name)
             return Outcome(NAME, False, error=err, maybe_changed=True)
         why = failure or (stderr.strip().splitlines() or ["no output"])[-1]
-        if exit_code is None and ("not found" in why or "no such file" in why.lower()):
+        # 126/127: the runtime could not start python3, so nothing ran in the guest
+        if exit_code in (126, 127) or exit_code is None and ("not found" in why or "no such file" in why.lower()):
             err = Failed(f"the compute container of pod {target.pod_name} has no python3 ({why})",
                          "use --method virt-freezer or --method api")
             return Outcome(NAME, False, error=err)
