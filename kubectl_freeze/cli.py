@@ -390,6 +390,11 @@ freeze_app.command("status", context_settings=CONTEXT)(freeze_status)
 unfreeze_app.command("vm", context_settings=CONTEXT)(unfreeze_vm)
 unfreeze_app.command("vmi", hidden=True, context_settings=CONTEXT)(unfreeze_vm)
 
+# kubectl freeze completion bash|zsh|fish (the completion engine lives in completion.py)
+from .completion import add_completion_command  # noqa: E402
+
+add_completion_command(freeze_app)
+
 
 # -- entry points ---------------------------------------------------------------------------------
 def _flag_value(argv: list[str], flag: str) -> Optional[str]:
