@@ -22,7 +22,7 @@ _kubectl_freeze_completion() {
     esac
     command -v "$helper" >/dev/null 2>&1 || return 0
     out=$("$helper" "${words[@]:1:cword-1}" "$cur" 2>/dev/null) || return 0
-    mapfile -t lines <<<"$out"
+    while IFS= read -r line; do lines+=("$line"); done <<<"$out"      # bash 3.2 has no mapfile
     line="${lines[${#lines[@]}-1]}"
     if [[ $line =~ ^:([0-9]+)$ ]]; then
         directive=${BASH_REMATCH[1]}

@@ -4,7 +4,7 @@
 # kubectl_complete-freeze and kubectl_complete-unfreeze helpers; this script asks the same helpers.
 
 function __kubectl_freeze_completion
-    set -l tokens (commandline -opc)
+    set -l tokens (commandline -xpc 2>/dev/null; or commandline -opc)    # -o is deprecated in fish 4
     set -l current (commandline -ct)
     set -l helper kubectl_complete-freeze
     if test (string replace -r '.*/' '' -- $tokens[1]) = kubectl-unfreeze

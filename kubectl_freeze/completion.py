@@ -403,7 +403,7 @@ _kubectl_freeze_completion() {
     esac
     command -v "$helper" >/dev/null 2>&1 || return 0
     out=$("$helper" "${words[@]:1:cword-1}" "$cur" 2>/dev/null) || return 0
-    mapfile -t lines <<<"$out"
+    while IFS= read -r line; do lines+=("$line"); done <<<"$out"      # bash 3.2 has no mapfile
     line="${lines[${#lines[@]}-1]}"
     if [[ $line =~ ^:([0-9]+)$ ]]; then
         directive=${BASH_REMATCH[1]}
@@ -483,7 +483,7 @@ fi
 
 _FISH = _HEADER.format(comment="#", shell="fish") + r"""
 function __kubectl_freeze_completion
-    set -l tokens (commandline -opc)
+    set -l tokens (commandline -xpc 2>/dev/null; or commandline -opc)    # -o is deprecated in fish 4
     set -l current (commandline -ct)
     set -l helper kubectl_complete-freeze
     if test (string replace -r '.*/' '' -- $tokens[1]) = kubectl-unfreeze

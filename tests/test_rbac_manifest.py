@@ -5,7 +5,6 @@ takes away what it was there for. The krew caveats list the same rights."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import uuid

@@ -10,9 +10,8 @@ other platforms' compiled pydantic-core modules with `pip download`, which tests
 from __future__ import annotations
 
 import fnmatch
-import gzip
 import hashlib
-import io
+import importlib.util
 import json
 import os
 import re
@@ -36,8 +35,16 @@ BUILD = REPO / "scripts" / "build_release.py"
 EXECUTABLES = ("kubectl-freeze", "kubectl-unfreeze")
 BUILD_SECONDS_MAX = 60
 
-sys.path.insert(0, str(REPO / "scripts"))
-import build_release  # noqa: E402
+
+def _load_build_module():
+    spec = importlib.util.spec_from_file_location("build_release", BUILD)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_release"] = module        # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+build_release = _load_build_module()
 
 
 @dataclass
