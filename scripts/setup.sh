@@ -9,6 +9,7 @@ packages=(
     libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
     qemu-system-x86 qemu-utils qemu-guest-agent busybox-static e2fsprogs cpio
     libvirt-dev pkg-config gcc python3-dev python3-venv util-linux
+    zsh fish    # the completion tests drive real shells
 )
 export DEBIAN_FRONTEND=noninteractive
 # The package lists are needed anyway: the guest kernel is found through apt-cache.
