@@ -31,24 +31,21 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 EXIT_CODES_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
 
-freeze_app = typer.Typer(
-    name="freeze",
-    help="Freeze KubeVirt guest filesystems for a consistent backup, and show freeze status.",
-    epilog=EXIT_CODES_HELP,
-    add_completion=False,
-    context_settings=CONTEXT,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-)
-unfreeze_app = typer.Typer(
-    name="unfreeze",
-    help="Thaw KubeVirt guest filesystems frozen with kubectl freeze (or by anything else).",
-    epilog=EXIT_CODES_HELP,
-    add_completion=False,
-    context_settings=CONTEXT,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-)
+
+def _app(name: str, help_text: str) -> typer.Typer:
+    return typer.Typer(
+        name=name,
+        help=help_text,
+        epilog=EXIT_CODES_HELP,
+        add_completion=False,
+        context_settings=CONTEXT,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+    )
+
+
+freeze_app = _app("freeze", "Freeze KubeVirt guest filesystems for a consistent backup, and show freeze status.")
+unfreeze_app = _app("unfreeze", "Thaw KubeVirt guest filesystems frozen with kubectl freeze (or by anything else).")
 
 
 def _version(value: bool) -> None:
@@ -384,11 +381,12 @@ def freeze_status(
     return 0
 
 
-freeze_app.command("vm", context_settings=CONTEXT)(freeze_vm)
-freeze_app.command("vmi", hidden=True, context_settings=CONTEXT)(freeze_vm)
-freeze_app.command("status", context_settings=CONTEXT)(freeze_status)
-unfreeze_app.command("vm", context_settings=CONTEXT)(unfreeze_vm)
-unfreeze_app.command("vmi", hidden=True, context_settings=CONTEXT)(unfreeze_vm)
+# Every subcommand's --help ends with the exit codes too: scripts read them there.
+freeze_app.command("vm", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(freeze_vm)
+freeze_app.command("vmi", hidden=True, context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(freeze_vm)
+freeze_app.command("status", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(freeze_status)
+unfreeze_app.command("vm", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(unfreeze_vm)
+unfreeze_app.command("vmi", hidden=True, context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(unfreeze_vm)
 
 # kubectl freeze completion bash|zsh|fish (the completion engine lives in completion.py)
 from .completion import add_completion_command  # noqa: E402
