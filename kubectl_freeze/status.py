@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import events
 from .errors import PluginError, UsageError
-from .methods import bundled
+from .methods import bundled, virsh_agent
 from .methods.auto import Prober
 from .targets import (
     LAUNCHER_SELECTOR,
@@ -105,7 +105,7 @@ def live_status(kube, prober: Prober, row: dict) -> dict:
         if not probe.exec_allowed:
             return {"status": None, "error": "exec into the launcher pod is forbidden"}
         if not probe.python_libvirt:
-            return {"status": None, "error": "the launcher image has no python3 with libvirt for the freezer"}
+            return _virsh_live_status(kube, target, started)
         result = kube.exec(target.namespace, target.pod_name, "compute", bundled.status_command(target), timeout=30,
                            stdin=bundled.payload())
     except PluginError as exc:
@@ -121,6 +121,18 @@ def live_status(kube, prober: Prober, row: dict) -> dict:
     }
     if not report.get("ok"):
         answer["error"] = " ".join(str((report.get("error") or {}).get("message") or "failed").split())
+    return answer
+
+
+def _virsh_live_status(kube, target: Target, started: float) -> dict:
+    """No python3 with libvirt in the launcher (stock images): ask the agent through virsh."""
+    result = kube.exec(target.namespace, target.pod_name, "compute", virsh_agent.command(target), timeout=30)
+    status = virsh_agent.parse_status(result.stdout)
+    answer = {"status": status, "source": "guest-agent (virsh)",
+              "elapsedMs": int((time.monotonic() - started) * 1000), "safetyThaw": None}
+    if status is None:
+        why = (result.stderr.strip().splitlines() or [result.failure or f"exit {result.exit_code}"])[-1]
+        answer["error"] = " ".join(why.split())
     return answer
 
 

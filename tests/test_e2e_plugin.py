@@ -518,3 +518,14 @@ def test_output_formats_aliases_and_quiet(cluster):
     out = ok(cluster.kubectl("unfreeze", "vmi", "vm1", "-q"))
     assert out.stderr == "" and table(out.stdout)[0]["RESULT"] == "thawed"
     assert cluster.guests["vm1"].agent_status() == "thawed"
+
+
+def test_live_status_on_a_stock_image_asks_the_agent_through_virsh(cluster):
+    # The stock launcher image has no python3 for the freezer: --live reads the agent with virsh.
+    cluster.guests["vm2"].dom().fsFreeze(None, 0)
+    live = item(as_json(ok(cluster.kubectl("freeze", "status", "vm2", "--live", "-o", "json"))), "vm2")
+    assert live["live"]["status"] == "frozen"
+    assert live["live"]["source"] == "guest-agent (virsh)"
+    cluster.guests["vm2"].dom().fsThaw(None, 0)
+    live = item(as_json(ok(cluster.kubectl("freeze", "status", "vm2", "--live", "-o", "json"))), "vm2")
+    assert live["live"]["status"] == "thawed"

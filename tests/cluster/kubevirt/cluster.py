@@ -103,8 +103,7 @@ class SimCluster:
             self.store.mutate("virtualmachineinstances", namespace, name,
                               lambda o: objects.set_condition(o, "AgentConnected", True))
         launcher = Launcher(uri=self.rig.uri, domain=f"{namespace}_{name}", windows=windows,
-                            migrating=lambda: self.vmis[(namespace, name)].migrating,
-                            on_change=self.poller.poke)
+                            migrating=lambda: self.vmis[(namespace, name)].migrating)
         sim = SimVMI(namespace, name, guest, launcher)
         self.vmis[(namespace, name)] = sim
         pod = self._add_pod(sim, vmi, NODE, image)

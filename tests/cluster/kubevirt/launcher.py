@@ -5,6 +5,8 @@ guest-fsfreeze-status first and succeeds without acting on a frozen guest; unfre
 thawed guest succeeds without acting and still thaws when the status query fails; a freeze
 cancels any pending safety timer and starts a new one when the timeout is not 0; unfreeze
 cancels it. The timer lives only in this object's memory, as it does in the launcher.
+Like KubeVirt's FreezeVMI, it does not touch the VMI status: only the agent poller does, so
+`status.fsFreezeStatus` follows within a poll interval whichever way the guest was frozen.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ class Launcher:
     domain: str
     windows: bool = False              # emulate VSS: the guest thaws itself after 10 s
     migrating: Callable[[], bool] = lambda: False
-    on_change: Callable[[], None] = lambda: None   # a freeze state changed: poll now
     _timer: Optional[threading.Timer] = field(default=None, repr=False)
     _vss_timer: Optional[threading.Timer] = field(default=None, repr=False)
     _vss_expired: bool = False
@@ -94,7 +95,6 @@ class Launcher:
                 self._timer = self._start_timer(unfreeze_timeout_s, self._safety_unfreeze)
             if self.windows:
                 self._vss_timer = self._start_timer(VSS_LIMIT_S, self._vss_release)
-        self.on_change()
 
     def unfreeze(self) -> None:
         with self._lock:
@@ -110,7 +110,6 @@ class Launcher:
             except LauncherError:
                 pass  # KubeVirt thaws anyway when it cannot read the status
             self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
-        self.on_change()
 
     def _start_timer(self, seconds: float, action: Callable[[], None]) -> threading.Timer:
         timer = threading.Timer(seconds, action)
@@ -132,7 +131,6 @@ class Launcher:
                 self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
             except LauncherError:
                 return
-        self.on_change()
 
     def _vss_release(self) -> None:
         with self._lock:
@@ -142,7 +140,6 @@ class Launcher:
             except LauncherError:
                 return
             self._vss_expired = True
-        self.on_change()
 
     def close(self) -> None:
         with self._lock:
