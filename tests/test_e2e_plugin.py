@@ -529,3 +529,32 @@ def test_live_status_on_a_stock_image_asks_the_agent_through_virsh(cluster):
     cluster.guests["vm2"].dom().fsThaw(None, 0)
     live = item(as_json(ok(cluster.kubectl("freeze", "status", "vm2", "--live", "-o", "json"))), "vm2")
     assert live["live"]["status"] == "thawed"
+
+
+@pytest.mark.parametrize("disruption", ["dropped watch", "apiserver restart", "410 Gone"])
+def test_freeze_is_still_confirmed_when_the_watch_is_disrupted(cluster, disruption):
+    # The VMI status cannot change while the updates are held, so the plugin is mid-watch when
+    # the disruption comes; it must re-watch (or re-list after 410) and still confirm.
+    cluster.sim.hold_status_updates(True)
+    proc = subprocess.Popen([KUBECTL, "freeze", "vm", "vm1", "--timeout", "60s"], env=cluster.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: cluster.guests["vm1"].agent_status() == "frozen", timeout=30, what="the freeze")
+        time.sleep(0.5)
+        if disruption == "apiserver restart":
+            cluster.sim.server.restart()
+        else:
+            if disruption == "410 Gone":
+                cluster.sim.store.mutate("virtualmachineinstances", NS, "vm2",
+                                         lambda o: o["metadata"].setdefault("annotations", {}).update(x="1"))
+                cluster.sim.store.compact()
+            cluster.sim.server.drop_watches()
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()
+        cluster.sim.hold_status_updates(False)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "agent+vmi-status" in stdout and "Traceback" not in stderr
