@@ -89,9 +89,20 @@ def _extracted_kernel(cache: Path) -> tuple[Path, Path]:
             (deb,) = Path(tmp).glob("*.deb")
             staging = Path(tmp) / "x"
             subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
+            # Keep only what a guest boots from: the package unpacks to ~400 MB of modules.
+            kept = Path(tmp) / "kept"
+            (vmlinuz,) = (staging / "boot").glob("vmlinuz-*")
+            (kept / "boot").mkdir(parents=True)
+            shutil.copy2(vmlinuz, kept / "boot" / vmlinuz.name)
+            (version_dir,) = (staging / "lib" / "modules").iterdir()
+            for module in MODULES:
+                source = version_dir / "kernel" / f"{module}.ko"
+                dest = kept / "lib" / "modules" / version_dir.name / "kernel" / f"{module}.ko"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest)
             if root.exists():
                 shutil.rmtree(root)
-            staging.rename(root)
+            kept.rename(root)
         done.touch()
     (vmlinuz,) = (root / "boot").glob("vmlinuz-*")
     (modules,) = (root / "lib" / "modules").iterdir()
