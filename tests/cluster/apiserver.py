@@ -63,14 +63,14 @@ class ApiServer:
 
     def stop(self) -> None:
         """Close every stream and socket, stop the loop and join its thread."""
-        if self._thread is None or self._loop is None:
-            return
-        self._call(self._shutdown())
-        self._call(self._cancel_leftover_tasks())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self._thread = self._loop = None
+        if self._thread is not None and self._loop is not None:
+            self._call(self._shutdown())
+            self._call(self._cancel_leftover_tasks())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+            self._thread = self._loop = None
+        # Also for a server that never started: its CA was written at construction.
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
