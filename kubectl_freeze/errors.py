@@ -8,6 +8,8 @@ Exit codes (documented in ``kubectl freeze --help`` too):
 2     usage: bad flag, name, duration or selector; nothing was sent
 3     unconfirmed: the action was carried out but its result could not be
       confirmed before ``--timeout`` ran out (the message says what was seen)
+130   interrupted (Ctrl-C / SIGINT): a freeze under way was undone; the
+      message names what was thawed again and anything not confirmed thawed
 ====  =====================================================================
 
 Every failure ends as ONE line ``error: ...`` on stderr that says what was wrong
@@ -20,12 +22,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNCONFIRMED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 EXIT_CODES = {
     EXIT_OK: "done: every VM reached the requested state and it was confirmed",
     EXIT_FAILED: "failed: nothing was changed, or the change was undone",
     EXIT_USAGE: "usage error (bad flag, name, duration or selector); nothing was sent",
     EXIT_UNCONFIRMED: "done, but the result could not be confirmed before --timeout",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a freeze under way was undone",
 }
 
 
@@ -76,3 +80,10 @@ class Unconfirmed(PluginError):
 def format_error_line(message: str) -> str:
     """``error: <message>`` squeezed onto one line."""
     return "error: " + " ".join(str(message).split())
+
+
+class Interrupted(PluginError):
+    """Ctrl-C: what was under way has been undone as far as possible (the message says)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(EXIT_INTERRUPTED, message, hint)

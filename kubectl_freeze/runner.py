@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from . import events
 from .durations import human, to_go
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNCONFIRMED, Failed, PluginError, Unconfirmed
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNCONFIRMED, Failed, Interrupted, PluginError, Unconfirmed
 from .methods import AUTO, FREEZE, UNFREEZE, Options, Outcome, get
 from .methods.auto import Prober, choose, explain
 from .targets import Target
@@ -273,8 +273,13 @@ class Runner:
         workers = max(1, min(self.opts.parallel, len(items)))
         if workers == 1:
             return [func(item) for item in items]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             return list(pool.map(func, items))
+        finally:
+            # On Ctrl-C: start nothing new and let what runs finish (bounded by --timeout), so
+            # the caller knows what it may have to undo; a second Ctrl-C stops waiting.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def choose_methods(self, targets: list[Target]) -> dict[str, tuple[str, str, int]]:
         """Method per target (auto probes), decided for ALL targets before anything is changed."""
@@ -316,10 +321,51 @@ class Runner:
                 result.timings = {"probeMs": probe_ms, **result.timings}
             return result
 
-        results = self._map(act, targets)
+        begun: list[Target] = []
+        finished: dict[str, VmResult] = {}
+
+        def tracked(target: Target) -> VmResult:
+            begun.append(target)
+            finished[target.ref] = result = act(target)
+            return result
+
+        try:
+            results = self._map(tracked, targets)
+        except KeyboardInterrupt:
+            if action == FREEZE:
+                self._undo_interrupted(begun, finished, chosen)
+            raise
         if action == FREEZE and any(r.failed for r in results):
             self._roll_back(results)
         return Report(action, results)
+
+    def _undo_interrupted(self, begun: list[Target], finished: dict[str, VmResult],
+                          chosen: dict[str, tuple[str, str, int]]) -> None:
+        """Ctrl-C during a freeze: thaw every VM this run froze or was freezing (not the ones
+        that were frozen before it), then raise Interrupted saying what happened."""
+        undo = []
+        for target in begun:
+            result = finished.get(target.ref)
+            if result is None:          # cut off mid-way: it may be frozen
+                if target.frozen_before:
+                    continue
+                result = VmResult(target, FREEZE)
+                result.method = chosen[target.ref][0]
+            elif not result.needs_rollback():
+                continue
+            undo.append(result)
+        if not undo:
+            raise Interrupted("interrupted before any VM was frozen; nothing to undo")
+        self.progress(f"interrupted: thawing the {len(undo)} VM(s) this run froze or was freezing")
+        deadline = time.monotonic() + self.opts.timeout.total_seconds()
+        backs = self._map(lambda r: self.act_one_rollback(r, deadline), undo)
+        thawed = [b.target.ref for b in backs if b.state == THAWED]
+        stuck = [b.target.ref for b in backs if b.state != THAWED]
+        message = "interrupted; thawed again: " + (", ".join(thawed) or "none")
+        if stuck:
+            raise Interrupted(message + "; NOT confirmed thawed: " + ", ".join(stuck),
+                              "check them with: kubectl freeze status (their safety thaw still applies)")
+        raise Interrupted(message)
 
     def _roll_back(self, results: list[VmResult]) -> None:
         undo = [r for r in results if r.needs_rollback()]

@@ -558,3 +558,31 @@ def test_freeze_is_still_confirmed_when_the_watch_is_disrupted(cluster, disrupti
             proc.kill()
     assert proc.returncode == 0, stderr
     assert "agent+vmi-status" in stdout and "Traceback" not in stderr
+
+
+def test_ctrl_c_during_a_group_freeze_thaws_what_the_run_froze(cluster):
+    import signal
+
+    # With the status updates held, vm1 is frozen and the run waits for its confirmation.
+    cluster.sim.hold_status_updates(True)
+    proc = subprocess.Popen([KUBECTL, "freeze", "vm", "vm1", "vm2", "--parallel", "1", "--timeout", "60s"],
+                            env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: cluster.guests["vm1"].agent_status() == "frozen", timeout=30, what="the freeze")
+        time.sleep(0.5)
+        # kubectl execs the plugin in its own process, so the signal reaches the plugin.
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1)
+        cluster.sim.hold_status_updates(False)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert error_line(proc_result(proc, stderr)) == "error: interrupted; thawed again: e2e/vm1"
+    assert cluster.guests["vm1"].agent_status() == "thawed"
+    assert cluster.guests["vm2"].agent_status() == "thawed"
+
+
+def proc_result(proc: subprocess.Popen, stderr: str) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
