@@ -12,6 +12,7 @@ of objects only, in a namespace of their own.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import re
 import socket
 import subprocess
@@ -531,16 +532,31 @@ def test_live_status_on_a_stock_image_asks_the_agent_through_virsh(cluster):
     assert live["live"]["status"] == "thawed"
 
 
-@pytest.mark.parametrize("disruption", ["dropped watch", "apiserver restart", "410 Gone"])
-def test_freeze_is_still_confirmed_when_the_watch_is_disrupted(cluster, disruption):
-    # The VMI status cannot change while the updates are held, so the plugin is mid-watch when
-    # the disruption comes; it must re-watch (or re-list after 410) and still confirm.
+@contextmanager
+def freeze_waiting_for_status(cluster, *args: str):
+    """`kubectl freeze vm ARGS` in the background, caught while it waits for the VMI status:
+    the status updates are held until the body of the `with` has done its part."""
     cluster.sim.hold_status_updates(True)
-    proc = subprocess.Popen([KUBECTL, "freeze", "vm", "vm1", "--timeout", "60s"], env=cluster.env(),
+    proc = subprocess.Popen([KUBECTL, "freeze", "vm", *args, "--timeout", "60s"], env=cluster.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: cluster.guests["vm1"].agent_status() == "frozen", timeout=30, what="the freeze")
         time.sleep(0.5)
+        yield proc
+        time.sleep(0.5)
+        cluster.sim.hold_status_updates(False)
+        proc.stdout_text, proc.stderr_text = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("disruption", ["dropped watch", "apiserver restart", "410 Gone"])
+def test_freeze_is_still_confirmed_when_the_watch_is_disrupted(cluster, disruption):
+    # The plugin is mid-watch when the disruption comes; it must re-watch (or re-list after
+    # 410) and still confirm.
+    with freeze_waiting_for_status(cluster, "vm1") as proc:
         if disruption == "apiserver restart":
             cluster.sim.server.restart()
         else:
@@ -549,40 +565,18 @@ def test_freeze_is_still_confirmed_when_the_watch_is_disrupted(cluster, disrupti
                                          lambda o: o["metadata"].setdefault("annotations", {}).update(x="1"))
                 cluster.sim.store.compact()
             cluster.sim.server.drop_watches()
-        time.sleep(0.5)
-        assert proc.poll() is None, proc.communicate()
-        cluster.sim.hold_status_updates(False)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
-    assert "agent+vmi-status" in stdout and "Traceback" not in stderr
+    assert proc.returncode == 0, proc.stderr_text
+    assert "agent+vmi-status" in proc.stdout_text and "Traceback" not in proc.stderr_text
 
 
 def test_ctrl_c_during_a_group_freeze_thaws_what_the_run_froze(cluster):
     import signal
 
-    # With the status updates held, vm1 is frozen and the run waits for its confirmation.
-    cluster.sim.hold_status_updates(True)
-    proc = subprocess.Popen([KUBECTL, "freeze", "vm", "vm1", "vm2", "--parallel", "1", "--timeout", "60s"],
-                            env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: cluster.guests["vm1"].agent_status() == "frozen", timeout=30, what="the freeze")
-        time.sleep(0.5)
+    with freeze_waiting_for_status(cluster, "vm1", "vm2", "--parallel", "1") as proc:
         # kubectl execs the plugin in its own process, so the signal reaches the plugin.
         proc.send_signal(signal.SIGINT)
-        time.sleep(1)
-        cluster.sim.hold_status_updates(False)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
-    assert error_line(proc_result(proc, stderr)) == "error: interrupted; thawed again: e2e/vm1"
+    assert proc.returncode == 130, proc.stderr_text
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, "", proc.stderr_text)
+    assert error_line(out) == "error: interrupted; thawed again: e2e/vm1"
     assert cluster.guests["vm1"].agent_status() == "thawed"
     assert cluster.guests["vm2"].agent_status() == "thawed"
-
-
-def proc_result(proc: subprocess.Popen, stderr: str) -> subprocess.CompletedProcess:
-    return subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
