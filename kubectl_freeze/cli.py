@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import signal
 import sys
 import time
 import traceback
@@ -404,6 +405,10 @@ def _flag_value(argv: list[str], flag: str) -> Optional[str]:
     return None
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(app: typer.Typer, prog: str, argv: Optional[list[str]] = None) -> int:
     """Run ``app``; every failure becomes one ``error:`` line on stderr and an exit code."""
     from typer._click.exceptions import ClickException, UsageError as ClickUsageError
@@ -418,6 +423,9 @@ def run(app: typer.Typer, prog: str, argv: Optional[list[str]] = None) -> int:
     color = _flag_value(argv, "--color") or "auto"
     errors = Printer(color if color in COLORS else "auto")
     command = typer.main.get_command(app)
+    # A backup controller that gives up sends SIGTERM: treat it like Ctrl-C, so a freeze under
+    # way is undone rather than left to the safety thaw.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = command.main(args=argv, prog_name=prog, standalone_mode=False)
         return result if isinstance(result, int) else 0

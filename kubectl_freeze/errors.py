@@ -8,7 +8,7 @@ Exit codes (documented in ``kubectl freeze --help`` too):
 2     usage: bad flag, name, duration or selector; nothing was sent
 3     unconfirmed: the action was carried out but its result could not be
       confirmed before ``--timeout`` ran out (the message says what was seen)
-130   interrupted (Ctrl-C / SIGINT): a freeze under way was undone; the
+130   interrupted (Ctrl-C or SIGTERM): a freeze under way was undone; the
       message names what was thawed again and anything not confirmed thawed
 ====  =====================================================================
 
@@ -29,7 +29,7 @@ EXIT_CODES = {
     EXIT_FAILED: "failed: nothing was changed, or the change was undone",
     EXIT_USAGE: "usage error (bad flag, name, duration or selector); nothing was sent",
     EXIT_UNCONFIRMED: "done, but the result could not be confirmed before --timeout",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a freeze under way was undone",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); a freeze under way was undone",
 }
 
 

@@ -569,12 +569,13 @@ def test_freeze_is_still_confirmed_when_the_watch_is_disrupted(cluster, disrupti
     assert "agent+vmi-status" in proc.stdout_text and "Traceback" not in proc.stderr_text
 
 
-def test_ctrl_c_during_a_group_freeze_thaws_what_the_run_froze(cluster):
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_during_a_group_freeze_thaws_what_the_run_froze(cluster, signal_name):
     import signal
 
     with freeze_waiting_for_status(cluster, "vm1", "vm2", "--parallel", "1") as proc:
         # kubectl execs the plugin in its own process, so the signal reaches the plugin.
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signal_name))
     assert proc.returncode == 130, proc.stderr_text
     out = subprocess.CompletedProcess(proc.args, proc.returncode, "", proc.stderr_text)
     assert error_line(out) == "error: interrupted; thawed again: e2e/vm1"
