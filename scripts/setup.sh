@@ -26,8 +26,15 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# pip's build warnings are noise on success; show them when it fails.
+log=$(mktemp)
+if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "setup: pip install failed" >&2
+    exit 1
+fi
+rm -f "$log"
 
 # Download the guest kernel and build the initramfs now rather than inside the first test.
 .venv/bin/python -c 'from tests.rig.artifacts import ensure_boot_artifacts; print("setup: guest boot files:", ensure_boot_artifacts())'
