@@ -36,7 +36,10 @@ Behaviour (like virt-launcher, plus a safety thaw that survives this process)
 -----------------------------------------------------------------------------
 - The domain must be running (checked with ``dom.state()`` before the agent is asked).
 - freeze: reads ``guest-fsfreeze-status`` first. Already frozen -> success with ``already: true``, no
-  freeze call, but the safety thaw is re-armed with the new timeout (virt-launcher keeps the old timer).
+  freeze call, but the safety thaw is re-armed with the new timeout (virt-launcher keeps the old timer);
+  except when an earlier freeze of ours covered only some mountpoints and more are asked now (the agent
+  says "frozen" either way and cannot freeze more while frozen): ``refused``, the earlier freeze kept.
+  Fewer mountpoints frozen than requested (e.g. a misspelt one) -> the partial freeze is thawed, ``refused``.
   Otherwise the safety thaw is armed BEFORE the freeze call, so a freeze that completes after this process
   died still gets thawed; it is disarmed again when the freeze failed in a way that froze nothing.
 - thaw: thawed already -> ``already: true``; a failed status read does not stop the thaw. A successful
@@ -60,8 +63,10 @@ Exit codes (``EXIT_*`` constants; ``EXIT_CODES`` maps ``error.code`` to them)
  5  domain-not-running       shut off, paused, crashed...: ``domain_state`` says which
  6  agent-not-connected      no guest agent channel, or qemu-ga not connected (code 86 "not connected")
  7  agent-timeout            the agent did not answer in time (code 86 otherwise, AGENT_COMMAND_TIMEOUT)
- 8  refused                  the guest refused the freeze/thaw (agent error, 0 of the requested
-                             mountpoints frozen, or a read-back status contrary to the action)
+ 8  refused                  the guest refused the freeze/thaw (agent error; fewer of the requested
+                             mountpoints frozen than asked -- the partial freeze is undone; a guest
+                             already frozen for fewer mountpoints than asked; or a read-back status
+                             contrary to the action)
  9  no-libvirt-python        python3 has no libvirt module here
 ==  =======================  ================================================================
 
@@ -401,6 +406,7 @@ class SafetyThaw:
     agent_timeout_s: int
     pid: int = 0
     pid_start: Optional[int] = None
+    mountpoints: List[str] = field(default_factory=list)  # what the freeze covered; empty = all
 
     def describe(self) -> Dict[str, Any]:
         return {
@@ -514,7 +520,8 @@ def disarm_safety_thaw(store: StateStore) -> Optional[Dict[str, Any]]:
     return description
 
 
-def arm_safety_thaw(store: StateStore, uri: str, domain: str, timeout_s: int, agent_timeout_s: int) -> SafetyThaw:
+def arm_safety_thaw(store: StateStore, uri: str, domain: str, timeout_s: int, agent_timeout_s: int,
+                    mountpoints: Sequence[str] = ()) -> SafetyThaw:
     """Start a watchdog that thaws ``domain`` in ``timeout_s`` seconds. The caller holds the lock."""
     state = SafetyThaw(
         token=secrets.token_hex(8),
@@ -523,6 +530,7 @@ def arm_safety_thaw(store: StateStore, uri: str, domain: str, timeout_s: int, ag
         deadline=time.time() + timeout_s,
         timeout_s=timeout_s,
         agent_timeout_s=agent_timeout_s,
+        mountpoints=list(mountpoints),
     )
     store.write(state)  # before the fork: the watchdog must find its token current from the start
     try:
@@ -777,8 +785,13 @@ def freeze_filesystems(dom: Any, mountpoints: List[str], agent_timeout_s: int) -
             count = dom.fsFreeze(mountpoints or None, 0)
         except libvirt.libvirtError as exc:
             raise FreezerError.from_libvirt(exc, "freezing the guest filesystems")
-    if mountpoints and count == 0:
-        raise FreezerError("refused", "the guest froze none of the requested mountpoints %s" % mountpoints)
+    wanted = len(set(mountpoints))
+    if mountpoints and count < wanted:
+        # A partial freeze is no consistent snapshot of what was asked: undo it, then refuse.
+        if count:
+            thaw_filesystems(dom, agent_timeout_s)
+        raise FreezerError("refused", "the guest froze %d of the %d requested mountpoints %s (is each one a "
+                           "mounted filesystem in the guest?)" % (count, wanted, mountpoints))
     return count
 
 
@@ -840,12 +853,36 @@ def confirm_status(session: Session, opts: Options, report: Report, expected: st
         raise FreezerError("refused", "after the %s the guest agent reports %r" % (opts.action, status))
 
 
-def rearm_safety_thaw(session: Session, opts: Options, report: Report) -> None:
+def rearm_safety_thaw(session: Session, opts: Options, report: Report, mountpoints: Sequence[str]) -> None:
     report["replaced_safety_thaw"] = disarm_safety_thaw(session.store)
     report["safety_thaw"] = None
     if opts.unfreeze_timeout > 0:
-        state = arm_safety_thaw(session.store, session.uri, opts.domain, opts.unfreeze_timeout, opts.agent_timeout)
+        state = arm_safety_thaw(session.store, session.uri, opts.domain, opts.unfreeze_timeout, opts.agent_timeout,
+                                mountpoints)
         report["safety_thaw"] = state.describe()
+
+
+def check_covers(session: Session, opts: Options) -> List[str]:
+    """A guest already frozen by an earlier freeze of ours covers what it froze then: refuse a
+    request for more, since the agent cannot freeze more while frozen. Returns what stays frozen."""
+    earlier = session.store.read()
+    if earlier is None or not earlier.mountpoints:
+        return []   # all filesystems (or frozen by someone else: the agent cannot tell which)
+    if opts.mountpoints and set(opts.mountpoints) <= set(earlier.mountpoints):
+        return list(earlier.mountpoints)
+    raise FreezerError(
+        "refused",
+        "the guest is already frozen, but only for %s (an earlier freeze); thaw it first to freeze %s"
+        % (earlier.mountpoints, opts.mountpoints or "all filesystems"),
+    )
+
+
+def agent_says(session: Session) -> Optional[str]:
+    """The agent's freeze status, or None when it cannot be read."""
+    try:
+        return read_agent_status(session.dom, STATUS_READ_TIMEOUT_S)
+    except FreezerError:
+        return None
 
 
 @contextlib.contextmanager
@@ -863,18 +900,26 @@ def run_freeze(opts: Options, report: Report) -> None:
     with locked_running_session(opts, report) as session:
         already = status_before_action(session, opts, report, fail_fast=True) == "frozen"
         report["already"] = already
+        covered = check_covers(session, opts) if already else list(opts.mountpoints)
         # Armed before the freeze call: a freeze that completes after we were killed is still undone.
-        rearm_safety_thaw(session, opts, report)
+        rearm_safety_thaw(session, opts, report, covered)
         report["filesystems"] = None
         if not already:
             try:
                 report["filesystems"] = freeze_filesystems(session.dom, opts.mountpoints, opts.agent_timeout)
             except FreezerError as err:
-                if err.code in NOTHING_FROZEN_CODES:
-                    disarm_safety_thaw(session.store)
-                    report["safety_thaw"] = None
-                raise
-            log.info("froze %d filesystems", report["filesystems"])
+                if err.code == "refused" and agent_says(session) == "frozen":
+                    # Refused because it is frozen already (the status read before did not say so):
+                    # it IS frozen, so the safety thaw stays armed.
+                    report["already"] = True
+                    warn(report, "the guest was frozen already: %s" % err.message)
+                else:
+                    if err.code in NOTHING_FROZEN_CODES:
+                        disarm_safety_thaw(session.store)
+                        report["safety_thaw"] = None
+                    raise
+            else:
+                log.info("froze %d filesystems", report["filesystems"])
         confirm_status(session, opts, report, "frozen")
 
 

@@ -98,6 +98,28 @@ def test_unknown_mountpoint_is_refused(run, guest):
     assert guest.agent_status() == "thawed"
 
 
+def test_a_misspelt_mountpoint_beside_a_real_one_is_refused_and_nothing_stays_frozen(run, guest):
+    code, report = run("freeze", guest.domain, "--mountpoint", "/mnt/data1", "--mountpoint", "/mnt/dta2")
+    assert code == fz.EXIT_REFUSED and "froze 1 of the 2 requested" in report["error"]["message"]
+    assert report["safety_thaw"] is None and run.store.read() is None
+    assert guest.agent_status() == "thawed"
+    assert_heartbeat_moves(guest, 1)
+
+
+def test_a_partial_freeze_does_not_pass_for_a_full_one(run, guest):
+    code, _ = run("freeze", guest.domain, "--mountpoint", "/mnt/data1", "--unfreeze-timeout", "60")
+    assert code == 0
+    # The agent says "frozen" whichever filesystems are: a plain freeze must not call it done.
+    code, report = run("freeze", guest.domain, "--unfreeze-timeout", "60")
+    assert code == fz.EXIT_REFUSED and "only for ['/mnt/data1']" in report["error"]["message"]
+    assert_heartbeat_moves(guest, 2)
+    # The earlier freeze and its safety thaw are left as they were; asking for less is fine.
+    assert run.store.read() is not None and run.store.read().mountpoints == ["/mnt/data1"]
+    code, report = run("freeze", guest.domain, "--mountpoint", "/mnt/data1", "--unfreeze-timeout", "60")
+    assert code == 0 and report["already"] is True
+    assert run("thaw", guest.domain)[0] == 0
+
+
 def test_safety_thaw_fires_on_time_after_the_freezer_was_sigkilled(run, guest):
     proc = subprocess.Popen(
         run.command("freeze", guest.domain, "--unfreeze-timeout", "3"),
