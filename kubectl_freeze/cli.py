@@ -28,6 +28,7 @@ FORMATS = ("table", "wide", "json", "yaml", "name")
 COLORS = ("auto", "always", "never")
 DEFAULT_UNFREEZE_TIMEOUT = "5m"
 DEFAULT_TIMEOUT = "2m"
+SHORT_SAFETY_THAW_S = 30
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 EXIT_CODES_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
@@ -138,7 +139,7 @@ class Common:
 
 
 def _check_names(names: Optional[List[str]], selector: Optional[str], command: str) -> list[str]:
-    from .targets import parse_names
+    from .targets import check_selector, parse_names
 
     parsed = parse_names(names or [])
     if parsed and selector:
@@ -147,6 +148,8 @@ def _check_names(names: Optional[List[str]], selector: Optional[str], command: s
         raise UsageError("no VM given", f"name one or more (kubectl {command} vm NAME...) or use -l SELECTOR")
     if selector is not None and not selector.strip():
         raise UsageError("-l needs a selector", "e.g. -l app=db")
+    if selector:
+        check_selector(selector)
     return parsed
 
 
@@ -208,6 +211,10 @@ def _act(action: str, names, selector, common: Common, method: str, timeout: str
     points = _check_mountpoints(mountpoints, method) if action == "freeze" else []
 
     printer = common.printer()
+    if action == "freeze" and not no_wait and 0 < safety.total_seconds() < SHORT_SAFETY_THAW_S:
+        # KubeVirt's status poll (5 s) may confirm the freeze only after the guest thawed itself.
+        printer.warn(f"--unfreeze-timeout {unfreeze_timeout} is shorter than KubeVirt's status updates may "
+                     f"take to confirm the freeze: the safety thaw may come first (give 30s or more)")
     cluster = common.cluster()
 
     from . import output
@@ -342,11 +349,13 @@ def freeze_status(
     One VM gives a detailed view.
     """
     fmt = common.validate()
-    from .targets import parse_names
+    from .targets import check_selector, parse_names
 
     parsed = parse_names(names or [])
     if parsed and selector:
         raise UsageError("give VM names or -l SELECTOR, not both")
+    if selector:
+        check_selector(selector)
     if parsed and all_namespaces:
         raise UsageError("names cannot be given with -A", "drop -A or give -n NAMESPACE")
     if parallel < 1:

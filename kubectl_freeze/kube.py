@@ -55,6 +55,7 @@ class ExecResult:
     stderr: str
     failure: str = ""  # the exec Status message when there was no exit code
     timed_out: bool = False
+    broke: bool = False  # the stream broke after the command started: it may have done its work
 
     @property
     def started(self) -> bool:
@@ -323,6 +324,9 @@ class Kube:
                     _preload_content=False,
                 )
             except ApiException as exc:
+                # The client turns Ctrl-C during the handshake into an ApiException: keep it Ctrl-C.
+                if isinstance(exc.__context__, KeyboardInterrupt) or isinstance(exc.reason, KeyboardInterrupt):
+                    raise KeyboardInterrupt from None
                 raise self._exec_error(exc, access) from None
             except AttributeError as exc:
                 # kubernetes 36 fails on its own handshake error (ApiException with body None,
@@ -342,8 +346,9 @@ class Kube:
                     stderr.append(ws.read_channel(2))
                 timed_out = ws.is_open()
                 raw_status = "" if timed_out else ws.read_channel(3)
-            except Exception as exc:  # the stream broke mid-way
-                return ExecResult(None, "".join(stdout), "".join(stderr), f"exec stream broke: {exc}")
+            except Exception as exc:  # the stream broke mid-way: the command may have run
+                return ExecResult(None, "".join(stdout), "".join(stderr), f"exec stream broke: {exc}",
+                                  broke=True)
             finally:
                 ws.close()
             if timed_out:

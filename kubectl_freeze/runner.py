@@ -20,7 +20,7 @@ from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNCONFIRMED, Failed, Interrupted,
 from .methods import AUTO, FREEZE, UNFREEZE, Options, Outcome, get
 from .methods.auto import Prober, choose, explain
 from .targets import Target
-from .watch import FROZEN, THAWED, WatchResult, describe, wait_for_status
+from .watch import FROZEN, THAWED, WatchResult, describe, reached, wait_for_status
 
 FAILED = "failed"
 UNCONFIRMED = "unconfirmed"
@@ -73,11 +73,13 @@ class VmResult:
         return how
 
     def needs_rollback(self) -> bool:
-        if self.action != FREEZE or self.target.frozen_before or self.state == PLANNED:
-            return False
-        if self.outcome is None:
+        if self.action != FREEZE or self.state == PLANNED or self.outcome is None:
             return False
         if self.outcome.ok and self.outcome.already:
+            return False
+        # The VMI status read before the run lags the guest by a poll (and stays "frozen" after a
+        # safety thaw until the next one): when the method saw the guest thawed, this run froze it.
+        if self.target.frozen_before and self.outcome.already is not False:
             return False
         return self.outcome.ok or self.outcome.maybe_changed
 
@@ -165,6 +167,11 @@ class Report:
 Progress = Callable[[str], None]
 
 
+# How long a status that already showed the wanted state before the action is watched for a
+# newer version (two and a half of KubeVirt's default 5 s polls).
+STALE_STATUS_WAIT_S = 12.5
+
+
 def _ms(since: float) -> int:
     return int((time.monotonic() - since) * 1000)
 
@@ -215,19 +222,34 @@ class Runner:
                     + ("; its existing safety thaw was not extended" if result.method != "freezer"
                        and action == FREEZE else "")
                 )
-            if self.opts.wait:
+            stale = not outcome.already and reached(target.vmi, result.want)
+            if self.opts.wait and stale and outcome.agent_status == result.want:
+                # The VMI showed it before this action (a poll behind the guest), so its status
+                # cannot confirm this action; the guest agent's own answer does.
+                result.warnings.append(f"the VMI status already showed {result.want} before this action, "
+                                       f"so only the guest agent's answer confirms it")
+                result.state = result.want
+            elif self.opts.wait:
                 self.progress(f"{target.ref}: {self._agent_said(outcome)}waiting for the VMI status to show "
                               f"{result.want}")
-                watched = wait_for_status(self.kube, target.vmi, result.want, deadline)
+                until = deadline
+                if stale:
+                    # Only a newer VMI version can confirm, and KubeVirt writes none when the
+                    # status does not change: give its poll (5 s) a few rounds, not all of --timeout.
+                    until = min(deadline, time.monotonic() + STALE_STATUS_WAIT_S)
+                watched = wait_for_status(self.kube, target.vmi, result.want, until,
+                                          newer_than=target.vmi if stale else None)
                 result.watch = watched
                 result.timings["confirmMs"] = watched.elapsed_ms
                 if not watched.confirmed:
                     result.state = UNCONFIRMED
+                    why = (f"the VMI status showed {result.want} already before this action and no newer "
+                           f"status came" if stale else
+                           f"the VMI status did not show {result.want} within {human(self.opts.timeout)}")
                     result.error = Unconfirmed(
                         f"{'froze' if action == FREEZE else 'thawed'} {target.ref} with {result.method}"
                         f"{' (the guest agent answered ' + outcome.agent_status + ')' if outcome.agent_status else ''}"
-                        f" but the VMI status did not show {result.want} within {human(self.opts.timeout)}; "
-                        f"last seen: {watched.last_seen()}",
+                        f" but {why}; last seen: {watched.last_seen()}",
                         f"check with: kubectl freeze status {target.name} -n {target.namespace}",
                     )
                 else:

@@ -59,6 +59,33 @@ def parse_names(args: list[str]) -> list[str]:
     return names
 
 
+# Kubernetes label selector syntax (apimachinery labels.Parse), checked before anything is sent.
+_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_KEY = rf"(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL}"
+_VALUE = rf"(?:{_LABEL})?"
+_REQUIREMENT = re.compile(
+    rf"^\s*(?:!\s*{_KEY}|{_KEY}(?:\s*(?:==?|!=)\s*{_VALUE}|\s*[<>]\s*-?\d+"
+    rf"|\s+(?:in|notin)\s*\(\s*{_VALUE}(?:\s*,\s*{_VALUE})*\s*\))?)\s*$"
+)
+
+
+def check_selector(selector: str) -> None:
+    """UsageError for a label selector the API server would reject (so nothing is sent)."""
+    parts, depth, current = [], 0, ""
+    for char in selector:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    for part in parts:
+        if not _REQUIREMENT.match(part):
+            raise UsageError(f"invalid label selector {selector!r} (at {part.strip()!r})",
+                             "e.g. -l app=db, -l 'tier in (db,cache)', -l '!legacy'")
+
+
 # -- reading a VMI -------------------------------------------------------------------------
 def _status(vmi: dict) -> dict:
     return vmi.get("status") or {}

@@ -63,8 +63,24 @@ def relist(kube, namespace: str, name: str, ref: str) -> tuple[dict, str]:
     return items[0], str(rv or "")
 
 
-def wait_for_status(kube, vmi: dict, want: str, deadline: float, sleep=time.sleep) -> WatchResult:
-    """Block until the VMI shows ``want`` ("frozen"/"thawed") or ``deadline`` (time.monotonic)."""
+def _version(vmi: dict) -> int:
+    try:
+        return int((vmi.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def wait_for_status(kube, vmi: dict, want: str, deadline: float, sleep=time.sleep,
+                    newer_than: dict | None = None) -> WatchResult:
+    """Block until the VMI shows ``want`` ("frozen"/"thawed") or ``deadline`` (time.monotonic).
+
+    With ``newer_than`` (the VMI as read before the action), only a later version of the VMI
+    counts: one that already showed ``want`` before the action proves nothing about it."""
+    floor = _version(newer_than) if newer_than else 0
+
+    def reached(obj: dict, wanted: str) -> bool:
+        return freeze_status(obj) == wanted and (not floor or _version(obj) > floor)
+
     from urllib3.exceptions import HTTPError
 
     started = time.monotonic()

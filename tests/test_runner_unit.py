@@ -97,6 +97,15 @@ def test_rollback_spares_vms_frozen_before_the_run_and_already_frozen_ones(metho
     assert report.exit_code == EXIT_FAILED
 
 
+def test_rollback_trusts_the_agent_over_a_stale_frozen_status(method):
+    # The VMI said frozen (a poll behind a safety thaw) but the freezer found the guest thawed and
+    # froze it: this run froze it, so it is thawed again when the group fails.
+    method.script[("a", FREEZE)] = Outcome("freezer", True, agent_status="frozen", already=False)
+    method.script[("b", FREEZE)] = Outcome("freezer", False, error=Failed("nope"))
+    run(FakeKube(), targets("a", "b", frozen=("a",)))
+    assert [n for n, a in method.runs if a == UNFREEZE] == ["a"]
+
+
 def test_rollback_includes_a_failed_freeze_that_may_have_frozen(method):
     method.script[("b", FREEZE)] = Outcome("freezer", False, error=Failed("agent timeout"), maybe_changed=True)
     run(FakeKube(), targets("a", "b"))

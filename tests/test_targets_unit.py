@@ -12,6 +12,7 @@ import pytest
 from kubectl_freeze.errors import EXIT_FAILED, EXIT_USAGE, Failed, UsageError
 from kubectl_freeze.kube import KubeError
 from kubectl_freeze.targets import (
+    check_selector,
     FREEZE,
     UNFREEZE,
     Target,
@@ -322,3 +323,15 @@ def test_resolve_targets_group_with_one_unfit_vm_refuses_all_before_acting():
 def test_resolve_targets_selector_without_match():
     with pytest.raises(Failed, match="no VirtualMachineInstance matches -l 'app=x'"):
         resolve_targets(FakeKube([make_vmi()]), "demo", [], "app=x", FREEZE)
+
+
+@pytest.mark.parametrize("selector", ["app=db", "app==db", "app!=db", "tier in (db,cache)", "tier notin (a)",
+                                      "!legacy", "app", "kubevirt.io/domain=vm1", "a=b,c in (x, y),!d", "x>3"])
+def test_valid_label_selectors_pass(selector):
+    check_selector(selector)
+
+
+@pytest.mark.parametrize("selector", ["app in (x", "=db", "a b", "app=db=", "app in x", "a=b,,c"])
+def test_invalid_label_selectors_are_usage_errors(selector):
+    with pytest.raises(UsageError, match="invalid label selector"):
+        check_selector(selector)

@@ -94,7 +94,7 @@ def parse_report(stdout: str) -> dict | None:
 
 
 def outcome_from_report(report: dict | None, exit_code: int | None, failure: str, target: Target, action: str,
-                        stderr: str = "", timed_out: bool = False) -> Outcome:
+                        stderr: str = "", timed_out: bool = False, broke: bool = False) -> Outcome:
     """Turn the freezer's answer (or its absence) into an Outcome."""
     verb = "freeze" if action == FREEZE else "thaw"
     if report is None:
@@ -109,7 +109,8 @@ def outcome_from_report(report: dict | None, exit_code: int | None, failure: str
                          "use --method virt-freezer or --method api")
             return Outcome(NAME, False, error=err)
         err = Failed(f"the freezer gave no answer for {target.ref} (exit {exit_code}: {why})")
-        return Outcome(NAME, False, error=err, maybe_changed=exit_code is not None)
+        # A stream that broke after the freezer started may have cut off a freeze that happened.
+        return Outcome(NAME, False, error=err, maybe_changed=exit_code is not None or broke)
     status = report.get("status") if report.get("status") in ("frozen", "thawed") else None
     safety = report.get("safety_thaw") or {}
     common: dict[str, Any] = {
@@ -143,6 +144,6 @@ class BundledFreezer:
         result = kube.exec(target.namespace, target.pod_name, COMPUTE, command(target, action, options),
                            timeout=remaining(deadline, 5.0), stdin=payload())
         outcome = outcome_from_report(parse_report(result.stdout), result.exit_code, result.failure, target,
-                                      action, result.stderr, result.timed_out)
+                                      action, result.stderr, result.timed_out, result.broke)
         outcome.elapsed_ms = int((time.monotonic() - started) * 1000)
         return outcome

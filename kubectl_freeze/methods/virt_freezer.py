@@ -15,6 +15,7 @@ from typing import Any
 from ..durations import whole_seconds
 from ..errors import Failed
 from ..targets import COMPUTE, Target
+from . import virsh_agent
 from .base import FREEZE, Options, Outcome, deadline_after, exec_plan, remaining
 
 NAME = "virt-freezer"
@@ -53,12 +54,16 @@ def _text(entry: dict) -> str:
 
 
 def outcome_from_run(exit_code: int | None, stderr: str, failure: str, target: Target, action: str,
-                     options: Options, timed_out: bool = False) -> Outcome:
+                     options: Options, timed_out: bool = False, broke: bool = False) -> Outcome:
     verb = "freeze" if action == FREEZE else "thaw"
     logs = log_messages(stderr)
     detail = {"exitCode": exit_code, "logs": logs[-10:]}
     if timed_out:
         err = Failed(f"virt-freezer did not finish in time for {target.ref}")
+        return Outcome(NAME, False, error=err, maybe_changed=True, detail=detail)
+    if broke:
+        err = Failed(f"the exec stream to virt-freezer broke for {target.ref} ({failure})",
+                     "check with: kubectl freeze status " + target.name)
         return Outcome(NAME, False, error=err, maybe_changed=True, detail=detail)
     if exit_code is None or exit_code in (126, 127):
         why = failure or (f"exit code {exit_code}" if exit_code else "it did not run")
@@ -95,6 +100,17 @@ class VirtFreezer:
         result = kube.exec(target.namespace, target.pod_name, COMPUTE, command(target, action, options),
                            timeout=remaining(deadline, 5.0))
         outcome = outcome_from_run(result.exit_code, result.stderr, result.failure, target, action, options,
-                                   result.timed_out)
+                                   result.timed_out, result.broke)
+        if outcome.ok:
+            # virt-freezer's exit 0 proves nothing: ask the guest agent itself, with virsh.
+            check = kube.exec(target.namespace, target.pod_name, COMPUTE, virsh_agent.command(target),
+                              timeout=remaining(deadline, 5.0))
+            outcome.agent_status = virsh_agent.parse_status(check.stdout)
+            want = "frozen" if action == FREEZE else "thawed"
+            if outcome.agent_status not in (None, want):
+                outcome.ok, outcome.maybe_changed = False, action == FREEZE
+                outcome.error = Failed(f"virt-freezer exited 0 but the guest agent of {target.ref} says "
+                                       f"{outcome.agent_status}", "check with: kubectl freeze status --live "
+                                       + target.name)
         outcome.elapsed_ms = int((time.monotonic() - started) * 1000)
         return outcome
