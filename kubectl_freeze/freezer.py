@@ -153,6 +153,7 @@ DEFAULT_URIS = (
     "qemu+unix:///system?socket=/var/run/libvirt/libvirt-sock",  # very old releases
 )
 URIS_ENV = "KUBECTL_FREEZE_LIBVIRT_URIS"
+VSS_RELEASED = "limited up to 10 seconds"  # a Windows agent's answer to a thaw after VSS let go
 STATE_DIR_ENV = "KUBECTL_FREEZE_STATE_DIR"
 POD_STATE_DIR = "/var/run/kubevirt-private/kubectl-freeze"
 
@@ -929,8 +930,15 @@ def run_thaw(opts: Options, report: Report) -> None:
         report["already"] = already
         report["filesystems"] = None
         if not already:
-            report["filesystems"] = thaw_filesystems(session.dom, opts.agent_timeout)
-            log.info("thawed %d filesystems", report["filesystems"])
+            try:
+                report["filesystems"] = thaw_filesystems(session.dom, opts.agent_timeout)
+                log.info("thawed %d filesystems", report["filesystems"])
+            except FreezerError as err:
+                if VSS_RELEASED not in err.message:
+                    raise
+                # A Windows guest's VSS holds a freeze ~10 s, then lets go by itself.
+                report["already"] = True
+                warn(report, "Windows VSS had already released the freeze: %s" % err.message)
         confirm_status(session, opts, report, "thawed")
         # Only now: a failed thaw keeps its safety thaw as the next chance.
         report["cancelled_safety_thaw"] = disarm_safety_thaw(session.store)

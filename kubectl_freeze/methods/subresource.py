@@ -29,8 +29,15 @@ def request(target: Target, action: str, options: Options) -> dict[str, Any]:
     return {"method": "PUT", "path": path, "body": body}
 
 
+# What a Windows guest agent answers a thaw after VSS released the freeze by itself (~10 s).
+VSS_RELEASED = "limited up to 10 seconds"
+
+
 def outcome_from_error(exc: KubeError, target: Target, action: str) -> Outcome:
     verb = "freeze" if action == FREEZE else "thaw"
+    if action != FREEZE and VSS_RELEASED in exc.message:
+        # Nothing left to thaw: VSS already let the guest go. The VMI status watch confirms it.
+        return Outcome(NAME, True, already=True, detail={"httpStatus": exc.status, "vss": exc.message})
     if exc.status == 409:
         err = Failed(f"KubeVirt refused to {verb} {target.ref}: {exc.message}", "is the VMI still running?")
     elif exc.status == 400:
