@@ -126,8 +126,7 @@ def live_status(kube, prober: Prober, row: dict) -> dict:
 
 def _virsh_live_status(kube, target: Target, started: float) -> dict:
     """No python3 with libvirt in the launcher (stock images): ask the agent through virsh."""
-    result = kube.exec(target.namespace, target.pod_name, "compute", virsh_agent.command(target), timeout=30)
-    status = virsh_agent.parse_status(result.stdout)
+    status, result = virsh_agent.read(kube, target, timeout=30)
     answer = {"status": status, "source": "guest-agent (virsh)",
               "elapsedMs": int((time.monotonic() - started) * 1000), "safetyThaw": None}
     if status is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from ..freezer import DEFAULT_URIS
-from ..targets import Target
+from ..targets import COMPUTE, Target
 
 SCRIPT = r"""domain=$1; shift
 for uri in "$@"; do
@@ -37,3 +37,9 @@ def parse_status(stdout: str) -> str | None:
         if value in ("frozen", "thawed"):
             return value
     return None
+
+
+def read(kube, target: Target, timeout: float):
+    """Ask the agent in ``target``'s compute container: ("frozen"|"thawed"|None, the ExecResult)."""
+    result = kube.exec(target.namespace, target.pod_name, COMPUTE, command(target), timeout=timeout)
+    return parse_status(result.stdout), result

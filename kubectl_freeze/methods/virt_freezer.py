@@ -103,9 +103,7 @@ class VirtFreezer:
                                    result.timed_out, result.broke)
         if outcome.ok:
             # virt-freezer's exit 0 proves nothing: ask the guest agent itself, with virsh.
-            check = kube.exec(target.namespace, target.pod_name, COMPUTE, virsh_agent.command(target),
-                              timeout=remaining(deadline, 5.0))
-            outcome.agent_status = virsh_agent.parse_status(check.stdout)
+            outcome.agent_status, _ = virsh_agent.read(kube, target, timeout=remaining(deadline, 5.0))
             want = "frozen" if action == FREEZE else "thawed"
             if outcome.agent_status not in (None, want):
                 outcome.ok, outcome.maybe_changed = False, action == FREEZE
