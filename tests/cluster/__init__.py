@@ -9,12 +9,14 @@ kubectl (1.31+) and the real kubernetes Python client use unchanged, over HTTPS 
         srv.url, srv.ca_path, srv.token_for("viewer"), srv.client_configuration("admin")
         srv.drop_watches(); srv.restart()     # same port, same store, same tokens
         srv.requests.copy()                   # [(method, path?query, status)], for debugging
+        srv.audit.changes_since(srv.audit.mark())   # audit log: method, URI, verb, user per request
 
 Modules, one job each:
     store        objects, the global resourceVersion, bounded history, watch fan-out (thread-safe)
     resources    the served resources (discovery, routing, store and RBAC read it)
     routes       the aiohttp app: authn, RBAC, discovery, CRUD/watch, exec, KubeVirt subresources
     apiserver    ApiServer: TLS, the background loop thread, lifecycle
+    audit        the per-server audit log (Metadata level) and which requests change something
     auth         tokens -> users, PolicyRules, the default users, SelfSubject*Reviews
     watch        chunked watch streams (bookmarks, timeoutSeconds, selector transitions)
     exec_ws      pods/exec over WebSocket (v5/v4.channel.k8s.io)

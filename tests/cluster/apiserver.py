@@ -14,6 +14,7 @@ from typing import Any, Coroutine, Optional, Sequence
 from aiohttp import web
 
 from . import kubeconfig
+from .audit import AuditLog
 from .auth import Users
 from .backend import Backend
 from .routes import ApiApp
@@ -30,6 +31,7 @@ class ApiServer:
         srv.url, srv.ca_path, srv.token_for("viewer")
         srv.write_kubeconfig(path, user="admin", namespace="demo", context="sim")
         srv.drop_watches(); srv.restart(); srv.stop()
+        mark = srv.audit.mark(); ...; srv.audit.changes_since(mark)   # see audit.py
     """
 
     def __init__(self, backend: Backend, store: Optional[Store] = None, users: Optional[Users] = None,
@@ -46,6 +48,8 @@ class ApiServer:
         self.ca_path = self.tls.write_ca(self.workdir / "ca.crt")
         self.watches = WatchHub(self.store, bookmark_interval)
         self.requests: deque[tuple[str, str, int]] = deque(maxlen=2000)   # (method, path, status)
+        # Per server instance, kept across restart(): what every client sent (method, URI, verb, user).
+        self.audit = AuditLog()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._runner: Optional[web.AppRunner] = None
@@ -122,7 +126,7 @@ class ApiServer:
 
     async def _serve(self) -> None:
         self._app = ApiApp(self.store, self.backend, self.users, self.watches,
-                           lambda: f"{self.host}:{self.port}", self.requests)
+                           lambda: f"{self.host}:{self.port}", self.requests, self.audit)
         self._runner = web.AppRunner(self._app.build(), access_log=None, handler_cancellation=True,
                                      shutdown_timeout=2.0)
         await self._runner.setup()

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 from aiohttp import web
 
 from . import auth, discovery, errors, exec_ws, protobuf, requestinfo, tables
+from .audit import AuditLog
 from .backend import Backend
 from .requestinfo import RequestInfo
 from .resources import Registry, Resource
@@ -64,7 +65,8 @@ class ApiApp:
     """Builds the aiohttp Application; one per server start, sharing store and backend."""
 
     def __init__(self, store: Store, backend: Backend, users: auth.Users, watches: WatchHub,
-                 server_address: Callable[[], str], request_log: deque):
+                 server_address: Callable[[], str], request_log: deque,
+                 audit: Optional[AuditLog] = None):
         self.store = store
         self.registry: Registry = store.registry
         self.backend = backend
@@ -72,6 +74,7 @@ class ApiApp:
         self.watches = watches
         self.server_address = server_address
         self.request_log = request_log
+        self.audit = audit or AuditLog()
         self.websockets: set[web.WebSocketResponse] = set()
 
     def build(self) -> web.Application:
@@ -82,6 +85,9 @@ class ApiApp:
     # ----- entry point ------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         response: Optional[web.StreamResponse] = None
+        # Logged on receipt, before authentication: a refused request is a request that was sent.
+        request["audit"] = audit = self.audit.received(request.method, request.path, request.query,
+                                                       request.path_qs)
         try:
             response = await self._handle(request)
         except errors.ApiError as error:
@@ -93,12 +99,14 @@ class ApiApp:
             # 499 ("client closed request"): a stream cut short by the client or a restart
             status = response.status if response is not None else 499
             self.request_log.append((request.method, request.path_qs, status))
+            audit.code = status
         return response
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.path in PUBLIC_PATHS:
             return self._public(request.path)
         user = self.users.authenticate(request.headers.get("Authorization"))
+        request["audit"].user = user.name
         info = requestinfo.parse(request.method, request.path, request.query)
         if not info.is_resource:
             return self._discovery(info.path, request.headers.get("Accept", ""))
