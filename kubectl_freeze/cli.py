@@ -29,6 +29,9 @@ COLORS = ("auto", "always", "never")
 DEFAULT_UNFREEZE_TIMEOUT = "5m"
 DEFAULT_TIMEOUT = "2m"
 SHORT_SAFETY_THAW_S = 30
+# KubeVirt takes the safety thaw as int32 seconds (virt-handler's int32(d.Seconds()), virt-freezer's
+# --unfreezeTimeoutSeconds): beyond this it overflows and the launcher thaws at once.
+MAX_SAFETY_THAW_S = 2**31 - 1
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 EXIT_CODES_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
@@ -183,6 +186,10 @@ def _safety_thaw(unfreeze_timeout: Optional[str], no_safety_thaw: bool):
         )
     if value.total_seconds() < 1:
         raise UsageError(f"--unfreeze-timeout {unfreeze_timeout} is shorter than a second", "give e.g. 30s or 5m")
+    if value.total_seconds() > MAX_SAFETY_THAW_S:
+        raise UsageError(f"--unfreeze-timeout {unfreeze_timeout} is longer than KubeVirt can hold "
+                         f"({MAX_SAFETY_THAW_S} s, about 68 years: it would overflow and thaw at once)",
+                         "give e.g. 5m, or --no-safety-thaw")
     return value
 
 
@@ -358,6 +365,8 @@ def freeze_status(
         check_selector(selector)
     if parsed and all_namespaces:
         raise UsageError("names cannot be given with -A", "drop -A or give -n NAMESPACE")
+    if all_namespaces and common.namespace is not None:
+        raise UsageError("-A and -n conflict", "give -n NAMESPACE or -A, not both")
     if parallel < 1:
         raise UsageError(f"--parallel must be at least 1, not {parallel}")
     printer = common.printer()
@@ -440,7 +449,8 @@ def run(app: typer.Typer, prog: str, argv: Optional[list[str]] = None) -> int:
         return result if isinstance(result, int) else 0
     except ClickUsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else prog
-        errors.error(f"{exc.format_message()}; see '{where} --help'")
+        # click ends some messages with a full stop ("No such command 'x'."): one line, one stop.
+        errors.error(f"{exc.format_message().rstrip('.')}; see '{where} --help'")
         return EXIT_USAGE
     except ClickException as exc:
         errors.error(exc.format_message())

@@ -54,6 +54,27 @@ def kubeconfig_paths(flag: str | None, env: Mapping[str, str]) -> list[str]:
     return seen
 
 
+def check_kubeconfig_shape(doc: Any, path: str) -> dict:
+    """The parsed file as a kubeconfig mapping; UsageError when it is YAML of another shape (a list,
+    a string, `clusters: 5`), which would otherwise surface as a crash deep in the merge."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise UsageError(f"kubeconfig {path} is not a kubeconfig (a YAML mapping)",
+                         "check --kubeconfig / KUBECONFIG")
+    for kind in ("clusters", "contexts", "users"):
+        entries = doc.get(kind)
+        if entries is not None and not (isinstance(entries, list)
+                                        and all(isinstance(entry, dict) for entry in entries)):
+            raise UsageError(f"kubeconfig {path}: {kind!r} is not a list of entries",
+                             "check --kubeconfig / KUBECONFIG")
+    for entry in doc.get("contexts") or []:
+        if not isinstance(entry.get("context") or {}, dict):
+            raise UsageError(f"kubeconfig {path}: context {entry.get('name')!r} is not a mapping",
+                             "check --kubeconfig / KUBECONFIG")
+    return doc
+
+
 def merge_kubeconfigs(docs: list[dict]) -> dict:
     """Merge kubeconfig documents the way kubectl does: the first definition of a name wins."""
     merged: dict[str, Any] = {"clusters": [], "contexts": [], "users": [], "current-context": ""}
@@ -145,8 +166,8 @@ def resolve(
     for path in paths:
         try:
             with open(path, encoding="utf-8") as handle:
-                docs.append(yaml.safe_load(handle) or {})
-        except (OSError, yaml.YAMLError) as exc:
+                docs.append(check_kubeconfig_shape(yaml.safe_load(handle), path))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:   # a binary file is no YAML either
             raise UsageError(f"cannot read kubeconfig {path}: {exc}") from None
     merged = merge_kubeconfigs(docs)
     entry = pick_context(merged, context)
