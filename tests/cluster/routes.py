@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 from aiohttp import web
 
 from . import auth, discovery, errors, exec_ws, protobuf, requestinfo, tables
-from .audit import AuditLog
+from .audit import AuditEvent, AuditLog
 from .backend import Backend
 from .requestinfo import RequestInfo
 from .resources import Registry, Resource
@@ -86,10 +86,9 @@ class ApiApp:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         response: Optional[web.StreamResponse] = None
         # Logged on receipt, before authentication: a refused request is a request that was sent.
-        request["audit"] = audit = self.audit.received(request.method, request.path, request.query,
-                                                       request.path_qs)
+        audit = self.audit.received(request.method, request.path, request.query, request.path_qs)
         try:
-            response = await self._handle(request)
+            response = await self._handle(request, audit)
         except errors.ApiError as error:
             response = error_response(error)
         except Exception as error:                  # answer like an apiserver, and say why
@@ -102,11 +101,11 @@ class ApiApp:
             audit.code = status
         return response
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, audit: AuditEvent) -> web.StreamResponse:
         if request.path in PUBLIC_PATHS:
             return self._public(request.path)
         user = self.users.authenticate(request.headers.get("Authorization"))
-        request["audit"].user = user.name
+        audit.user = user.name
         info = requestinfo.parse(request.method, request.path, request.query)
         if not info.is_resource:
             return self._discovery(info.path, request.headers.get("Accept", ""))
