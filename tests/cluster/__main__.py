@@ -4,7 +4,9 @@ with N real VMs, in the foreground until SIGINT/SIGTERM, then everything is torn
 The kubeconfig is written only once the API answers and every guest agent is connected.
 Printed at start-up: `libvirt: <URI>` (check a guest's real state without the plugin, e.g.
 `virsh -c <URI> qemu-agent-command demo_vm1 '{"execute":"guest-fsfreeze-status"}'`) and one
-`console: <domain> <file>` per guest (its serial console, with the heartbeat lines).
+`console: <domain> <file>` per guest (its serial console, with the heartbeat lines), and one
+`disk: <domain> <file>` per guest data disk (a raw ext4 image: copy it while the guest is frozen
+for a consistent backup, e.g. `cp <file> copy.img && dumpe2fs -h copy.img`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def up(args: argparse.Namespace) -> int:
         guests = rig.boot_many([GuestSpec(namespace=args.namespace, name=n) for n in names])
         for g in guests:
             print(f"console: {g.domain} {g.console_log}", flush=True)
+            for disk in range(1, g.spec.data_disks + 1):
+                print(f"disk: {g.domain} {g.disk_path(disk)}", flush=True)
         sim = SimCluster(rig, poll_interval=args.poll_interval).start()
         for name, guest in zip(names, guests):
             sim.add_vmi(args.namespace, name, guest, image=args.image)
