@@ -19,6 +19,9 @@ from .errors import UsageError
 _GO_UNITS = ("ns", "us", "µs", "μs", "ms", "s", "m", "h")
 _TOKEN = re.compile(r"(\d+\.?\d*|\.\d+)([a-zµμ]*)")
 EXAMPLES = "30s, 5m or 1h30m"
+# Go's time.Duration is int64 nanoseconds (about 292 years): ParseDuration refuses anything longer,
+# and beyond it Python's socket and datetime calls overflow too.
+GO_MAX_SECONDS = (2**63 - 1) / 1e9
 
 
 def parse_duration(text: str, flag: str, allow_bare_seconds: bool = False) -> timedelta:
@@ -27,6 +30,7 @@ def parse_duration(text: str, flag: str, allow_bare_seconds: bool = False) -> ti
     if not raw:
         raise UsageError(f"{flag} needs a duration", f"give one like {EXAMPLES}")
     if allow_bare_seconds and re.fullmatch(r"\d+(\.\d+)?", raw):
+        _check_go_max(float(raw), text, flag)
         return timedelta(seconds=float(raw))
     if raw.startswith("-"):
         raise UsageError(f"{flag} {text!r} is negative", f"give a positive duration like {EXAMPLES}")
@@ -56,7 +60,14 @@ def parse_duration(text: str, flag: str, allow_bare_seconds: bool = False) -> ti
         value = durationpy.from_str(body)
     except durationpy.DurationError as exc:
         raise UsageError(f"{flag} {text!r} is not a duration ({exc})", f"give one like {EXAMPLES}") from None
+    _check_go_max(value.total_seconds(), text, flag)
     return value
+
+
+def _check_go_max(seconds: float, text: str, flag: str) -> None:
+    if seconds > GO_MAX_SECONDS:
+        raise UsageError(f"{flag} {text!r} is longer than a Go duration can be (about 292 years)",
+                         f"give one like {EXAMPLES}")
 
 
 def to_go(delta: timedelta) -> str:
