@@ -63,6 +63,10 @@ CASES = [
     case("freeze vm: a name in backticks", "freeze vm", f"`touch {{dir}}/{PWNED}`", says="invalid name"),
     case("freeze vm: a name of 254 characters", "freeze vm", LONG_NAME, says="invalid name"),
     case("freeze vm: a name starting with '-'", "freeze vm", "--", "-vm1", says="invalid name '-vm1'"),
+    case("freeze vm: a name with a newline in it", "freeze vm", "vm1\nvm2", says="invalid name 'vm1\\nvm2'"),
+    case("freeze vm: a name with a terminal escape", "freeze vm", "\x1b[2Jvm1", says="invalid name '\\x1b[2Jvm1'"),
+    case("freeze vm: a bad name with -q (errors are never quiet)", "freeze vm", "Bad_Name", "-q",
+         says="invalid name"),
     case("freeze vm: pod/NAME is not a VM", "freeze vm", "pod/vm1", says="'pod' is not a VM kind"),
     case("freeze vm: no VM and no selector", "freeze vm", says="no VM given"),
     # ----- freeze vm: namespace, kubeconfig, context -------------------------------------------------
