@@ -29,9 +29,6 @@ COLORS = ("auto", "always", "never")
 DEFAULT_UNFREEZE_TIMEOUT = "5m"
 DEFAULT_TIMEOUT = "2m"
 SHORT_SAFETY_THAW_S = 30
-# KubeVirt takes the safety thaw as int32 seconds (virt-handler's int32(d.Seconds()), virt-freezer's
-# --unfreezeTimeoutSeconds): beyond this it overflows and the launcher thaws at once.
-MAX_SAFETY_THAW_S = 2**31 - 1
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 EXIT_CODES_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
@@ -172,7 +169,7 @@ def _check_common_action(method: str, parallel: int, timeout: str):
 def _safety_thaw(unfreeze_timeout: Optional[str], no_safety_thaw: bool):
     from datetime import timedelta
 
-    from .durations import parse_duration
+    from .durations import check_kubevirt_seconds, parse_duration
 
     if no_safety_thaw:
         if unfreeze_timeout is not None and parse_duration(unfreeze_timeout, "--unfreeze-timeout").total_seconds():
@@ -186,10 +183,7 @@ def _safety_thaw(unfreeze_timeout: Optional[str], no_safety_thaw: bool):
         )
     if value.total_seconds() < 1:
         raise UsageError(f"--unfreeze-timeout {unfreeze_timeout} is shorter than a second", "give e.g. 30s or 5m")
-    if value.total_seconds() > MAX_SAFETY_THAW_S:
-        raise UsageError(f"--unfreeze-timeout {unfreeze_timeout} is longer than KubeVirt can hold "
-                         f"({MAX_SAFETY_THAW_S} s, about 68 years: it would overflow and thaw at once)",
-                         "give e.g. 5m, or --no-safety-thaw")
+    check_kubevirt_seconds(value, "--unfreeze-timeout", unfreeze_timeout)
     return value
 
 

@@ -22,6 +22,9 @@ EXAMPLES = "30s, 5m or 1h30m"
 # Go's time.Duration is int64 nanoseconds (about 292 years): ParseDuration refuses anything longer,
 # and beyond it Python's socket and datetime calls overflow too.
 GO_MAX_SECONDS = (2**63 - 1) / 1e9
+# KubeVirt takes a safety thaw as int32 seconds (virt-handler's int32(d.Seconds()), virt-freezer's
+# --unfreezeTimeoutSeconds): beyond this it overflows and the launcher thaws at once.
+KUBEVIRT_MAX_SECONDS = 2**31 - 1
 
 
 def parse_duration(text: str, flag: str, allow_bare_seconds: bool = False) -> timedelta:
@@ -62,6 +65,13 @@ def parse_duration(text: str, flag: str, allow_bare_seconds: bool = False) -> ti
         raise UsageError(f"{flag} {text!r} is not a duration ({exc})", f"give one like {EXAMPLES}") from None
     _check_go_max(value.total_seconds(), text, flag)
     return value
+
+
+def check_kubevirt_seconds(value: timedelta, flag: str, text: str | None) -> None:
+    """UsageError for a duration that KubeVirt would get as a safety thaw and cannot hold."""
+    if value.total_seconds() > KUBEVIRT_MAX_SECONDS:
+        raise UsageError(f"{flag} {text} is longer than KubeVirt can hold ({KUBEVIRT_MAX_SECONDS} s, about "
+                         "68 years: it would overflow and thaw at once)", "give e.g. 5m")
 
 
 def _check_go_max(seconds: float, text: str, flag: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from kubectl_freeze import cli
 from kubectl_freeze.config import check_kubeconfig_shape
-from kubectl_freeze.durations import parse_duration
+from kubectl_freeze.durations import KUBEVIRT_MAX_SECONDS, parse_duration
 from kubectl_freeze.errors import UsageError
 
 
@@ -40,5 +40,5 @@ def test_an_empty_kubeconfig_is_an_empty_mapping():
 
 def test_a_safety_thaw_kubevirt_cannot_hold_is_refused():
     with pytest.raises(UsageError, match="longer than KubeVirt can hold"):
-        cli._safety_thaw(f"{cli.MAX_SAFETY_THAW_S + 1}s", False)
-    assert cli._safety_thaw(f"{cli.MAX_SAFETY_THAW_S}s", False).total_seconds() == cli.MAX_SAFETY_THAW_S
+        cli._safety_thaw(f"{KUBEVIRT_MAX_SECONDS + 1}s", False)
+    assert cli._safety_thaw(f"{KUBEVIRT_MAX_SECONDS}s", False).total_seconds() == KUBEVIRT_MAX_SECONDS
