@@ -39,6 +39,6 @@ def test_an_empty_kubeconfig_is_an_empty_mapping():
 
 
 def test_a_safety_thaw_kubevirt_cannot_hold_is_refused():
-    with pytest.raises(UsageError, match="longer than KubeVirt can hold"):
+    with pytest.raises(UsageError, match="KubeVirt can"):
         cli._safety_thaw(f"{KUBEVIRT_MAX_SECONDS + 1}s", False)
     assert cli._safety_thaw(f"{KUBEVIRT_MAX_SECONDS}s", False).total_seconds() == KUBEVIRT_MAX_SECONDS
