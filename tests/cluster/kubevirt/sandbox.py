@@ -49,6 +49,14 @@ EMPTY_DIRS = ("run/libvirt", "run/kubevirt", "run/kubevirt/sockets", "run/kubevi
 NONROOT_ENV = {"HOME": "/home/qemu", "XDG_CACHE_HOME": "/var/run/kubevirt-private",
                "XDG_CONFIG_HOME": "/var/run/kubevirt-private", "XDG_RUNTIME_DIR": "/var/run"}
 ROOT_ENV = {"HOME": "/root"}
+# KubeVirt's image builds libvirt with remote_default_mode=direct: a client without a socket=
+# goes to /run/libvirt/virtqemud-sock (root: qemu:///system; uid 107: $XDG_RUNTIME_DIR/libvirt/,
+# the same place). Debian's client defaults to libvirtd's sockets (and as a non-root user would
+# spawn a daemon of its own), so its config says so. A non-root client reads only
+# $XDG_CONFIG_HOME/libvirt/libvirt.conf, where KubeVirt also keeps the session daemon's qemu.conf.
+# Without a URI, KubeVirt's client finds the one virtqemud of the pod; Debian's 9.0 in direct
+# mode needs to be told which.
+CLIENT_CONF = 'remote_mode = "direct"\nuri_default = "qemu:///{}"\n'
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,12 @@ class PodSandbox:
         for d in EMPTY_DIRS:
             os.chown(self.root / d, 0, QEMU_UID)
             (self.root / d).chmod(0o2777)
+        client_conf = (self.root / "run" / "kubevirt-private" / "libvirt" if self.nonroot
+                       else self.root / "etc") / "libvirt.conf"
+        client_conf.parent.mkdir(exist_ok=True)
+        client_conf.write_text(CLIENT_CONF.format("session" if self.nonroot else "system"))
+        if self.nonroot:
+            os.chown(client_conf.parent, QEMU_UID, QEMU_UID)
         for name in self.libvirt_sockets:      # mount points for the daemon's sockets
             (self.root / "run" / "libvirt" / name).touch()
         # The launcher image's passwd and group know qemu (whatever user the pod runs as).
@@ -108,6 +122,7 @@ class PodSandbox:
             f"mount -t overlay overlay -o lowerdir={r / 'usr-bin'}:/usr/bin /usr/bin",
             f"mount --bind {r / 'etc' / 'passwd'} /etc/passwd",
             f"mount --bind {r / 'etc' / 'group'} /etc/group",
+            *([] if self.nonroot else [f"mount --bind {r / 'etc' / 'libvirt.conf'} /etc/libvirt/libvirt.conf"]),
             *self._hide_host_root(),
             "cd /",
             f"exec {' '.join(self._drop_privileges())} env -i "
