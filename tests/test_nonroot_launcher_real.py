@@ -86,9 +86,17 @@ def test_the_compute_container_runs_as_the_vmis_runtime_user(cluster, runtime):
         assert pod["spec"]["securityContext"] == {"runAsUser": 0}
         assert seen[:3] == ["0", "0", "root"]
         assert seen[7] == "HOME=/root" and "virtqemud-sock" in seen[9:]
-    # The URI KubeVirt's virt-launcher itself uses reaches the real guest.
+    # The URI KubeVirt's virt-launcher itself uses reaches the real guest; a non-root launcher's
+    # unprivileged virtqemud refuses qemu:///system, a root one's answers /session too.
     uri = SESSION_URI if runtime else SYSTEM_URI
     assert in_compute(cluster, "vm1", f"virsh -c '{uri}' domstate e2e_vm1").strip() == "running"
+    other = cluster.kubectl("exec", pod_of(cluster, "vm1"), "-c", "compute", "--",
+                            "virsh", "-c", SYSTEM_URI if runtime else SESSION_URI, "domstate", "e2e_vm1")
+    if runtime:
+        assert other.returncode == 1
+        assert "unexpected QEMU URI path '/system', try qemu:///session" in other.stderr
+    else:
+        assert other.returncode == 0 and other.stdout.strip() == "running"
 
 
 # ----- every method, on both kinds of launcher --------------------------------------------------

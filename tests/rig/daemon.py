@@ -26,19 +26,6 @@ remember_owner = 0
 stdio_handler = "file"
 """
 
-# libvirtd looks its clients up by uid (getpwuid on the socket's peer): uid 107, the qemu user
-# of KubeVirt's non-root launcher pods, must have a record in the daemon's passwd and group.
-LAUNCHER_USERS = {"passwd": "qemu:x:107:107:qemu user:/home/qemu:/sbin/nologin\n",
-                  "group": "qemu:x:107:\n"}
-
-
-
-def with_id_107(table: str, entry: str) -> str:
-    """/etc/passwd or /etc/group text where id 107 (third field) is `entry` (qemu), not a host account."""
-    kept = [line for line in table.splitlines(keepends=True) if line.split(":")[2:3] != ["107"]]
-    return "".join(kept) + entry
-
-
 PRIVATE_DIRS = {
     "etc": "/etc/libvirt",
     "lib": "/var/lib/libvirt",
@@ -74,14 +61,10 @@ class LibvirtDaemon:
             (self.workdir / name).mkdir(parents=True, exist_ok=True)
         etc = self.workdir / "etc"
         (etc / "qemu.conf").write_text(QEMU_CONF)
-        for name, entry in LAUNCHER_USERS.items():
-            (self.workdir / name).write_text(with_id_107(Path("/etc", name).read_text(), entry))
         conf = etc / "libvirtd.conf"
         conf.write_text(
             f'unix_sock_dir = "{self.socket_dir}"\n'
-            # Non-root launcher pods (uid 107) reach this socket through a bind mount; outside
-            # them the socket folder (in a 0700 work dir) keeps other users away.
-            'unix_sock_rw_perms = "0777"\n'
+            'unix_sock_rw_perms = "0770"\n'
             'auth_unix_rw = "none"\n'
             'auth_unix_ro = "none"\n'
             f'log_outputs = "3:file:{self.log_path}"\n'
@@ -94,9 +77,8 @@ class LibvirtDaemon:
             f"mkdir -p {target} && mount --bind {self.workdir / name} {target}"
             for name, target in PRIVATE_DIRS.items()
         )
-        users = " && ".join(f"mount --bind {self.workdir / name} /etc/{name}" for name in LAUNCHER_USERS)
         script = (
-            f"{binds} && {users} && exec /usr/sbin/libvirtd --config {conf} "
+            f"{binds} && exec /usr/sbin/libvirtd --config {conf} "
             f"--pid-file {self.workdir / 'libvirtd.pid'}"
         )
         self.process = subprocess.Popen(

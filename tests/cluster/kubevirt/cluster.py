@@ -23,6 +23,7 @@ from .launcher import Launcher
 from .launcher_socket import LauncherSocket
 from .poller import AgentPoller
 from .sandbox import PodSandbox, kill_instance_processes
+from .session_virtqemud import SessionVirtqemudSocket
 
 NODE = "node01"
 OTHER_NODE = "node02"
@@ -131,6 +132,9 @@ class SimCluster:
             agent_connected=lambda: objects.has_condition(
                 self.store.get("virtualmachineinstances", *key), "AgentConnected")))
         sandbox.hand_over(sandbox.launcher_socket)   # virt-launcher made it, as the runtime user
+        if sandbox.nonroot:
+            sim.sockets.append(SessionVirtqemudSocket(sandbox.session_socket, self.rig.socket_dir / "libvirt-sock",
+                                                      sandbox.runtime_user))
         sim.pods.append(name)
         self.backend.launchers[key] = sim.launcher
         return pod

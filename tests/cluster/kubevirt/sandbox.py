@@ -17,8 +17,8 @@ running (the freezer's safety-thaw watchdog outlives its exec session on purpose
 Non-root launchers (KubeVirt's default, `status.runtimeUser: 107`) run every exec as uid/gid 107
 (`qemu` in the image's passwd, HOME /home/qemu which does not exist), with no capabilities and
 no_new_privs, with KubeVirt's XDG_* variables, and reach libvirt only at
-/run/libvirt/virtqemud-sock (their own session virtqemud; here the rig's daemon, whose privileged
-qemu driver accepts /session URIs). Root launchers (runtimeUser 0) run as root and have the
+/run/libvirt/virtqemud-sock (their own session virtqemud; here the rig's daemon behind a socket
+that, like an unprivileged daemon, opens only qemu:///session). Root launchers (runtimeUser 0) run as root and have the
 system virtqemud's sockets, so both qemu:///system and the /session URI answer. The pod's
 emptyDirs are 0777 with group 107 (fsGroup); the host's /root, which uid 107 cannot enter, is
 replaced by an empty one with only the python standing in for the image's.
@@ -33,14 +33,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...rig.daemon import LAUNCHER_USERS, with_id_107
-
 VIRT_FREEZER = Path(__file__).with_name("virt_freezer.py")
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 QEMU_UID = 107          # KubeVirt's non-root launchers run as qemu:qemu, 107:107
-# Pod socket name -> the rig daemon's socket it reaches. A non-root launcher's session virtqemud
-# has only its read-write socket; a root launcher's system virtqemud has the usual three.
-NONROOT_SOCKETS = {"virtqemud-sock": "libvirt-sock"}
+# The image's passwd and group: id 107 is qemu, HOME /home/qemu (absent from the image).
+LAUNCHER_USERS = {"passwd": f"qemu:x:{QEMU_UID}:{QEMU_UID}:qemu user:/home/qemu:/sbin/nologin\n",
+                  "group": f"qemu:x:{QEMU_UID}:\n"}
+# A root launcher's system virtqemud: pod socket name -> the rig daemon's socket it is bound to.
+# A non-root launcher's session virtqemud has one socket, virtqemud-sock, which the simulator
+# serves itself (session_virtqemud.py: it opens only qemu:///session, as an unprivileged one does).
 ROOT_SOCKETS = {"virtqemud-sock": "libvirt-sock", "virtqemud-sock-ro": "libvirt-sock-ro",
                 "virtqemud-admin-sock": "libvirt-admin-sock"}
 # The emptyDirs KubeVirt mounts there (kubelet makes them 0777, fsGroup adds group 107 + setgid).
@@ -73,7 +74,13 @@ class PodSandbox:
 
     @property
     def libvirt_sockets(self) -> dict[str, str]:
-        return NONROOT_SOCKETS if self.nonroot else ROOT_SOCKETS
+        """The rig daemon's sockets bound into the pod's /run/libvirt."""
+        return {} if self.nonroot else ROOT_SOCKETS
+
+    @property
+    def session_socket(self) -> Path:
+        """Where a non-root launcher's virtqemud listens."""
+        return self.run_dir / "libvirt" / "virtqemud-sock"
 
     @property
     def run_dir(self) -> Path:
@@ -158,6 +165,12 @@ class PodSandbox:
     def hand_over(self, path: Path) -> None:
         """A file the pod's own processes made (virt-launcher's sockets) belongs to the runtime user."""
         os.chown(path, self.runtime_user, self.runtime_user)
+
+
+def with_id_107(table: str, entry: str) -> str:
+    """/etc/passwd or /etc/group text where id 107 (third field) is `entry`, not a host account."""
+    kept = [line for line in table.splitlines(keepends=True) if line.split(":")[2:3] != [str(QEMU_UID)]]
+    return "".join(kept) + entry
 
 
 def _sandbox_sources() -> list[Path]:
