@@ -17,9 +17,10 @@ running (the freezer's safety-thaw watchdog outlives its exec session on purpose
 Non-root launchers (KubeVirt's default, `status.runtimeUser: 107`) run every exec as uid/gid 107
 (`qemu` in the image's passwd, HOME /home/qemu which does not exist), with no capabilities and
 no_new_privs, with KubeVirt's XDG_* variables, and reach libvirt only at
-/run/libvirt/virtqemud-sock (their own session virtqemud; here the rig's daemon behind a socket
-that, like an unprivileged daemon, opens only qemu:///session). Root launchers (runtimeUser 0) run as root and have the
-system virtqemud's sockets, so both qemu:///system and the /session URI answer. The pod's
+/run/libvirt/virtqemud-sock (their own session virtqemud; here the rig's daemon behind a
+socket that, like an unprivileged daemon, opens only qemu:///session). Root launchers
+(runtimeUser 0) run as root and have the system virtqemud's sockets, so both qemu:///system
+and the /session URI answer. The pod's
 emptyDirs are 0777 with group 107 (fsGroup); the host's /root, which uid 107 cannot enter, is
 replaced by an empty one with only the python standing in for the image's.
 """
@@ -50,13 +51,12 @@ EMPTY_DIRS = ("run/libvirt", "run/kubevirt", "run/kubevirt/sockets", "run/kubevi
 NONROOT_ENV = {"HOME": "/home/qemu", "XDG_CACHE_HOME": "/var/run/kubevirt-private",
                "XDG_CONFIG_HOME": "/var/run/kubevirt-private", "XDG_RUNTIME_DIR": "/var/run"}
 ROOT_ENV = {"HOME": "/root"}
-# KubeVirt's image builds libvirt with remote_default_mode=direct: a client without a socket=
+# KubeVirt's image builds libvirt with remote_default_mode=direct: a client without socket=
 # goes to /run/libvirt/virtqemud-sock (root: qemu:///system; uid 107: $XDG_RUNTIME_DIR/libvirt/,
-# the same place). Debian's client defaults to libvirtd's sockets (and as a non-root user would
-# spawn a daemon of its own), so its config says so. A non-root client reads only
-# $XDG_CONFIG_HOME/libvirt/libvirt.conf, where KubeVirt also keeps the session daemon's qemu.conf.
-# Without a URI, KubeVirt's client finds the one virtqemud of the pod; Debian's 9.0 in direct
-# mode needs to be told which.
+# the same place), and without a URI it finds the pod's one virtqemud. Debian's 9.0 client
+# goes to libvirtd's sockets instead (as non-root it would even spawn a daemon of its own) and
+# needs to be told the URI, so its config says both. A non-root client reads only
+# $XDG_CONFIG_HOME/libvirt/libvirt.conf (KubeVirt keeps the session daemon's qemu.conf there).
 CLIENT_CONF = 'remote_mode = "direct"\nuri_default = "qemu:///{}"\n'
 
 
