@@ -71,7 +71,9 @@ def pick_container(pod: dict, requested: str) -> str:
             raise errors.bad_request(f"a container name must be specified for pod {name}, "
                                      f"choose one of: [{' '.join(containers)}]")
         container = containers[0]
-    if container not in containers:
+    # Init containers (a native sidecar such as guest-console-log) are valid names too.
+    init = [c["name"] for c in (pod.get("spec") or {}).get("initContainers") or []]
+    if container not in containers + init:
         raise errors.bad_request(f"container {container} is not valid for pod {name}")
     return container
 

@@ -23,6 +23,11 @@ class KubeVirtBackend:
         sandbox = self.sandboxes.get((meta["namespace"], meta["name"]))
         if sandbox is None:
             raise errors.ApiError(500, "InternalError", f"container {container} is not running")
+        if container != "compute":
+            # Only the compute container is modelled; the others have no libvirt, virsh or
+            # virt-freezer, so a plugin that picked one would fail there too.
+            raise errors.ApiError(500, "InternalError",
+                                  f"the simulator runs only the compute container, not {container}")
         proc = await asyncio.create_subprocess_exec(
             *sandbox.command(command),
             stdin=asyncio.subprocess.PIPE,

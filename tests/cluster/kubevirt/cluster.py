@@ -23,6 +23,7 @@ from .launcher import Launcher
 from .launcher_socket import LauncherSocket
 from .poller import AgentPoller
 from .sandbox import PodSandbox, kill_instance_processes
+from .session_virtqemud import SessionVirtqemudSocket
 
 NODE = "node01"
 OTHER_NODE = "node02"
@@ -89,13 +90,15 @@ class SimCluster:
     # ----- objects -------------------------------------------------------------------------
     def add_vmi(self, namespace: str, name: str, guest=None, image: str = "python",
                 windows: bool = False, with_vm: bool = True, labels: dict | None = None,
-                agent_connected: bool | None = None) -> dict:
+                agent_connected: bool | None = None, runtime_user: int = objects.NONROOT_UID) -> dict:
         """A running VMI, its VM (optional) and its virt-launcher pod. `image` is "python" (the
-        bundled freezer can run) or "stock" (no python3, like KubeVirt's own image)."""
+        bundled freezer can run) or "stock" (no python3, like KubeVirt's own image);
+        `runtime_user` 107 is a non-root launcher (KubeVirt's default), 0 a root one."""
         vm_uid = ""
         if with_vm:
             vm_uid = self.store.create(objects.virtual_machine(namespace, name))["metadata"]["uid"]
-        vmi = self.store.create(objects.vmi(namespace, name, NODE, labels, windows, vm_uid=vm_uid))
+        vmi = self.store.create(objects.vmi(namespace, name, NODE, labels, windows,
+                                            runtime_user=runtime_user, vm_uid=vm_uid))
         if agent_connected is None:
             # An object-only VMI says what it is told; a real one learns it from the poller.
             agent_connected = guest is None
@@ -119,7 +122,8 @@ class SimCluster:
         name = pod["metadata"]["name"]
         sandbox = PodSandbox(root=self.workdir / "pods" / f"{sim.namespace}.{name}",
                              python_image=image == "python",
-                             libvirt_socket_dir=self.rig.socket_dir, instance=self.instance)
+                             libvirt_socket_dir=self.rig.socket_dir, instance=self.instance,
+                             runtime_user=int(vmi["status"].get("runtimeUser") or 0))
         sandbox.prepare()
         self.backend.sandboxes[(sim.namespace, name)] = sandbox
         key = (sim.namespace, sim.name)
@@ -127,6 +131,10 @@ class SimCluster:
             sandbox.launcher_socket, sim.launcher,
             agent_connected=lambda: objects.has_condition(
                 self.store.get("virtualmachineinstances", *key), "AgentConnected")))
+        sandbox.hand_over(sandbox.launcher_socket)   # virt-launcher made it, as the runtime user
+        if sandbox.nonroot:
+            sim.sockets.append(SessionVirtqemudSocket(sandbox.session_socket, self.rig.socket_dir / "libvirt-sock",
+                                                      sandbox.runtime_user))
         sim.pods.append(name)
         self.backend.launchers[key] = sim.launcher
         return pod
