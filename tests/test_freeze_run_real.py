@@ -108,3 +108,111 @@ def test_run_table_output_and_success(cluster):
     assert header.split()[:3] == ["NAME", "RESULT", "WINDOW"]
     assert row.split()[:2] == ["vm1", "thawed"]
     assert cluster.guests["vm1"].agent_status() == "thawed"
+
+
+def marker_command(tmp_path: Path, seconds: float) -> tuple[list[str], Path]:
+    """COMMAND that writes its pid to a marker file, then sleeps (its pid stays the sleeper's)."""
+    marker = tmp_path / "command.pid"
+    script = f'echo $$ > {marker}; exec sleep {seconds}'
+    return ["sh", "-c", script], marker
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def frozen_then_running(cluster, tmp_path, name: str, seconds: float = 30, *extra: str):
+    argv, marker = marker_command(tmp_path, seconds)
+    proc = start_run(cluster, name, *extra, "--", *argv)
+    assert wait_until(marker.exists, 60), proc.communicate(timeout=30)
+    assert cluster.guests[name].agent_status() == "frozen"
+    return proc, int(marker.read_text())
+
+
+@pytest.mark.parametrize("name", ["vm1", "vm2"])
+def test_sigkill_of_the_plugin_during_command_thaws_the_guest_at_once(cluster, tmp_path, name):
+    proc, command_pid = frozen_then_running(cluster, tmp_path, name)
+    killed = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    guest = cluster.guests[name]
+    assert wait_until(lambda: guest.agent_status() == "thawed", 10, 0.02), "still frozen after the plugin died"
+    thawed_after = time.monotonic() - killed
+    proc.communicate(timeout=30)
+    assert thawed_after < 5, thawed_after        # the session's loss, not the safety thaw (minutes)
+    # COMMAND dies with the plugin: it would copy a thawed disk
+    assert wait_until(lambda: not alive(command_pid), 5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_during_command_stops_it_thaws_and_exits_130(cluster, tmp_path, sig):
+    proc, command_pid = frozen_then_running(cluster, tmp_path, "vm1")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert len(error_lines(err)) == 1 and "interrupted" in error_lines(err)[0]
+    assert not alive(command_pid)
+    assert cluster.guests["vm1"].agent_status() == "thawed"
+
+
+def test_command_outliving_max_window_is_stopped_thawed_and_exits_124(cluster, tmp_path):
+    argv, marker = marker_command(tmp_path, 60)
+    started = time.monotonic()
+    proc = freeze_run(cluster, "vm2", "--max-window", "3s", "-o", "json", "--", *argv)
+    assert proc.returncode == 124, proc.stderr
+    assert time.monotonic() - started < 40
+    assert not alive(int(marker.read_text()))
+    report = json.loads(proc.stdout)
+    assert report["command"]["stoppedBy"] == "max-window" and report["items"][0]["result"] == "thawed"
+    assert len(error_lines(proc.stderr)) == 1 and "--max-window" in proc.stderr
+    assert cluster.guests["vm2"].agent_status() == "thawed"
+
+
+@pytest.mark.parametrize("command", ["/nonexistent/backup", "no-such-backup-tool", "not-executable"])
+def test_command_missing_or_not_executable_is_a_usage_error_before_any_freeze(cluster, tmp_path, command):
+    if command == "not-executable":
+        path = tmp_path / "backup.sh"
+        path.write_text("#!/bin/sh\ntrue\n")
+        command = str(path)
+    before = cluster.guests["vm1"].last_heartbeat()
+    proc = freeze_run(cluster, "vm1", "--", command, "arg")
+    assert proc.returncode == 2, proc.stderr
+    assert len(error_lines(proc.stderr)) == 1 and "COMMAND" in proc.stderr and "Traceback" not in proc.stderr
+    assert cluster.guests["vm1"].agent_status() == "thawed"
+    assert wait_until(lambda: cluster.guests["vm1"].last_heartbeat() > before + 2, 5)
+
+
+def test_run_without_double_dash_is_a_usage_error(cluster):
+    proc = freeze_run(cluster, "vm1", "true")
+    assert proc.returncode == 2 and len(error_lines(proc.stderr)) == 1 and "--" in proc.stderr
+
+
+def test_two_runs_on_one_vm_the_second_is_refused_and_the_first_keeps_its_freeze(cluster, tmp_path):
+    first, _pid = frozen_then_running(cluster, tmp_path, "vm1", 6)
+    second = freeze_run(cluster, "vm1", "--", "true")
+    assert second.returncode == 125, second.stderr
+    assert "frozen already" in second.stderr and "COMMAND was not run" in second.stderr
+    assert cluster.guests["vm1"].agent_status() == "frozen"      # the first one's freeze still holds
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert cluster.guests["vm1"].agent_status() == "thawed"
+
+
+@pytest.mark.parametrize("name", ["vm1", "vm2"])
+def test_exec_stream_cut_mid_window_thaws_at_once_and_reports_the_freeze_did_not_hold(cluster, tmp_path, name):
+    proc, _pid = frozen_then_running(cluster, tmp_path, name, 5)
+    cut = time.monotonic()
+    cluster.sim.server.restart()            # every exec stream is cut, as by a restarting apiserver
+    guest = cluster.guests[name]
+    assert wait_until(lambda: guest.agent_status() == "thawed", 10, 0.02)
+    assert time.monotonic() - cut < 5
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 123, err
+    assert len(error_lines(err)) == 1 and "did not hold" in err
+    assert guest.agent_status() == "thawed"

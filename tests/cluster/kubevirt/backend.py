@@ -70,6 +70,7 @@ async def run_in_container(argv: list[str], io: ExecIO) -> int:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if not outputs.done():          # the client left first: the process runs on
             outputs.cancel()
+            outputs.add_done_callback(lambda f: f.cancelled() or f.exception())
             let_go()
             return -1
         for waiter in waiters[1:]:
@@ -79,6 +80,7 @@ async def run_in_container(argv: list[str], io: ExecIO) -> int:
         feeder.cancel()
         if outputs is not None and not outputs.done():
             outputs.cancel()
+            outputs.add_done_callback(lambda f: f.cancelled() or f.exception())
         let_go()
 
 
