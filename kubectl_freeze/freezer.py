@@ -1048,7 +1048,12 @@ def run_hold(opts: Options, report: Report) -> None:
                 raise
             frozen_at = time.monotonic()
             report["frozen_at"] = rfc3339(time.time())
-            confirm_status(session, opts, report, "frozen")
+            if report["filesystems"]:
+                # The agent's own answer to the freeze (how many it froze): a read-back would only
+                # lengthen the window COMMAND waits for.
+                report["status"] = "frozen"
+            else:
+                confirm_status(session, opts, report, "frozen")
         try:
             emit(dict(report, event="frozen", ok=True, action="hold", domain=opts.domain))
             reason = wait_for_release(opts.max_hold)
@@ -1072,21 +1077,21 @@ def held_thaw(session: Session, opts: Options, report: Report, token: Optional[s
         report.update(status_before_thaw=None, held=False, thawed_at=None, window_ms=None)
         raise FreezerError("refused", "another freeze replaced this hold's (safety thaw %s); left it frozen"
                            % rfc3339(current.deadline))
-    before = agent_says(session)
-    report["status_before_thaw"] = before
+    # No status read first (it would lengthen the window): the agent's thaw answers how many
+    # filesystems it thawed, 0 when the guest was thawed already.
     report["filesystems_thawed"] = None
-    if before == "thawed":
+    try:
+        report["filesystems_thawed"] = thaw_filesystems(session.dom, opts.agent_timeout)
+    except FreezerError as err:
+        if VSS_RELEASED not in err.message:
+            raise
+        held = False
+        warn(report, "Windows VSS had released the freeze before the hold ended: %s" % err.message)
+    thawed_at = time.monotonic()
+    if report["filesystems_thawed"] == 0:
         held = False
         warn(report, "the guest was thawed already when the hold ended: someone thawed it during the window")
-    else:
-        try:
-            report["filesystems_thawed"] = thaw_filesystems(session.dom, opts.agent_timeout)
-        except FreezerError as err:
-            if VSS_RELEASED not in err.message:
-                raise
-            held = False
-            warn(report, "Windows VSS had released the freeze before the hold ended: %s" % err.message)
-    thawed_at = time.monotonic()
+    report["status_before_thaw"] = "thawed" if report["filesystems_thawed"] == 0 else "frozen"
     report["thawed_at"] = rfc3339(time.time())
     report["window_ms"] = int((thawed_at - frozen_at) * 1000)
     report["held"] = held

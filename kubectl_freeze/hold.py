@@ -71,11 +71,17 @@ if [ "$status" != frozen ]; then
 fi
 released_by=""
 sleeper=""
+watcher=""
+seen=/tmp/kubectl-freeze-hold-seen.$$
 release() {
     trap '' HUP PIPE TERM INT ALRM
     [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null
+    [ -n "$watcher" ] && kill "$watcher" 2>/dev/null
     [ -n "$released_by" ] || released_by=$1
-    before=$(agent)
+    # what the watcher saw last (no agent call here: it would lengthen the window)
+    before=frozen
+    [ -s "$seen" ] && read -r before <"$seen"
+    rm -f "$seen" "$seen.tmp"
     held=true
     ok=true
     error=""
@@ -110,6 +116,9 @@ trap 'release "stdout-closed"' PIPE
 trap 'release "signal TERM"' TERM
 trap 'release "signal INT"' INT
 trap 'release max-hold' ALRM
+# Watches the guest during the window (once a second), so that a thaw by someone else shows.
+(while :; do agent >"$seen.tmp" && mv "$seen.tmp" "$seen"; sleep 1; done) </dev/null >/dev/null 2>&1 &
+watcher=$!
 if [ "$maxhold" -gt 0 ]; then
     (sleep "$maxhold"; kill -ALRM $$) </dev/null >/dev/null 2>&1 &
     sleeper=$!

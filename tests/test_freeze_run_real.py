@@ -117,6 +117,13 @@ def marker_command(tmp_path: Path, seconds: float) -> tuple[list[str], Path]:
     return ["sh", "-c", script], marker
 
 
+def gated_command(tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """COMMAND that writes a marker, then waits (up to 60 s) for the test to create the gate file."""
+    marker, gate = tmp_path / "command.pid", tmp_path / "gate"
+    script = f'echo $$ > {marker}; i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done'
+    return ["sh", "-c", script], marker, gate
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -194,11 +201,14 @@ def test_run_without_double_dash_is_a_usage_error(cluster):
 
 
 def test_two_runs_on_one_vm_the_second_is_refused_and_the_first_keeps_its_freeze(cluster, tmp_path):
-    first, _pid = frozen_then_running(cluster, tmp_path, "vm1", 6)
-    second = freeze_run(cluster, "vm1", "--", "true")
-    assert second.returncode == 125, second.stderr
+    argv, marker, gate = gated_command(tmp_path)
+    first = start_run(cluster, "vm1", "--", *argv)
+    assert wait_until(marker.exists, 60)
+    second = freeze_run(cluster, "vm1", "-o", "json", "--", "true")
+    assert second.returncode == 125, second.stderr + second.stdout
     assert "frozen already" in second.stderr and "COMMAND was not run" in second.stderr
     assert cluster.guests["vm1"].agent_status() == "frozen"      # the first one's freeze still holds
+    gate.touch()
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert cluster.guests["vm1"].agent_status() == "thawed"
