@@ -30,7 +30,7 @@ from .methods import FREEZE, UNFREEZE, Options
 from .methods import subresource
 from .methods import virsh_agent
 from .run_report import EXIT_FREEZE_FAILED, RunReport, VmRun
-from .runner import Runner, RunOptions
+from .runner import Runner, RunOptions, VmResult
 from .targets import Target
 from .watch import FROZEN, THAWED, wait_for_status
 
@@ -220,6 +220,9 @@ class FreezeRun:
             # No answer (the session broke): the in-pod side thaws on its stdin's EOF; ask the agent.
             said, _result = virsh_agent.read(self.kube, vm.target, timeout=10.0)
             vm.agent_after = said
+            if said == FROZEN and session.frozen is None:
+                # its freeze completed after the session gave up on it: thaw through the method
+                vm.rollback = self.runner.act_one_rollback(VmResult(vm.target, FREEZE, method=vm.method), deadline)
         self._event(vm, UNFREEZE)
 
     def _status_after_thaw(self, vms: list[VmRun]) -> None:

@@ -1029,6 +1029,7 @@ def run_hold(opts: Options, report: Report) -> None:
     """
     report["mountpoints"] = list(opts.mountpoints)
     report["agent_timeout_s"] = opts.agent_timeout
+    report["freeze_attempted"] = False
     with open_session(opts, report) as session:
         ensure_running(session.dom, report)
         with session.store.locked():
@@ -1039,6 +1040,7 @@ def run_hold(opts: Options, report: Report) -> None:
             rearm_safety_thaw(session, opts, report, opts.mountpoints)
             armed = session.store.read()
             token = armed.token if armed else None
+            report["freeze_attempted"] = True  # from here on the guest may end up frozen
             try:
                 report["filesystems"] = freeze_filesystems(session.dom, opts.mountpoints, opts.agent_timeout)
             except FreezerError as err:

@@ -48,14 +48,16 @@ agent() {
 }
 jstr() { printf '"%s"' "$(printf %s "$1" | tr -d '\000-\037"\\' | tail -c 300)"; }
 lasterr() { grep -v '^$' "$err" 2>/dev/null | tail -n 1; }
+attempted=false
 fail() {  # code exit_code message
-    printf '{"ok": false, "action": "hold", "domain": %s, "error": {"code": "%s", "exit_code": %s, "message": %s}}\n' \
-        "$(jstr "$domain")" "$1" "$2" "$(jstr "$3")"
+    printf '{"ok": false, "action": "hold", "domain": %s, "freeze_attempted": %s, "error": {"code": "%s", "exit_code": %s, "message": %s}}\n' \
+        "$(jstr "$domain")" "$attempted" "$1" "$2" "$(jstr "$3")"
     rm -f "$err"
     exit "$2"
 }
 before=$(agent)
 [ "$before" = frozen ] && fail refused 8 "the guest is frozen already (by another freeze run or someone else); a held freeze starts from a thawed guest, so it was left alone"
+attempted=true
 virt-freezer --freeze --name "$name" --namespace "$ns" --unfreezeTimeoutSeconds "$timeout" 2>"$err"
 rc=$?
 t0=$(date -u +%s%N)

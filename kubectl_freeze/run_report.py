@@ -102,8 +102,10 @@ class VmRun:
             return False
         if self.session.frozen is not None:
             return True
-        code = ((self.session.final or {}).get("error") or {}).get("code")
-        return code not in NOTHING_FROZEN
+        final = self.session.final or {}
+        if final and not final.get("freeze_attempted", True):
+            return False                    # failed before its freeze call (e.g. the status read)
+        return ((final.get("error") or {}).get("code")) not in NOTHING_FROZEN
 
     def freeze_confirmed_by(self) -> list[str]:
         if self.method == subresource.NAME:
