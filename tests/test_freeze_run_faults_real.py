@@ -123,3 +123,55 @@ def test_sigkill_during_the_thaw_still_ends_thawed(cluster, tmp_path, name):
     finally:
         guest.agent("cont")
     assert wait_until(lambda: guest.agent_status() == "thawed", 30, 0.1), "left frozen"
+
+
+def test_watch_ending_with_410_during_the_window_changes_nothing(cluster, tmp_path):
+    argv, marker, gate = gated_command(tmp_path)
+    proc = start_run(cluster, "vm1", "-o", "json", "--", *argv)
+    assert wait_until(marker.exists, 60)
+    time.sleep(1)                                 # the VMI status watch is open
+    cluster.sim.store.mutate("virtualmachineinstances", "e2e", "vm2",
+                             lambda o: o["metadata"].setdefault("annotations", {}).update(x="1"))
+    cluster.sim.store.compact()
+    cluster.sim.server.drop_watches()             # the watch re-lists after 410 Gone
+    gate.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["items"][0]["result"] == "thawed" and "Traceback" not in err
+    assert cluster.guests["vm1"].agent_status() == "thawed"
+
+
+@pytest.mark.parametrize("path", ["stock image (sh hold)", "api (exec forbidden)"])
+def test_windows_guest_with_a_window_longer_than_vss_holds_exits_123(cluster, tmp_path, path):
+    name, extra = ("vm2", []) if path.startswith("stock") else ("vm1", ["--context", "no-exec"])
+    launcher = cluster.sim.vmis[("e2e", name)].launcher
+    launcher.windows = True                       # the launcher stand-in emulates VSS's ~10 s
+    try:
+        marker = tmp_path / "m"
+        proc = freeze_run(cluster, name, *extra, "-o", "json", "--", "sh", "-c", f"touch {marker}; sleep 12",
+                          timeout=120)
+    finally:
+        launcher.windows = False
+    assert marker.exists()
+    assert proc.returncode == 123, proc.stderr
+    assert len(error_lines(proc.stderr)) == 1 and "did not hold" in proc.stderr
+    item = json.loads(proc.stdout)["items"][0]
+    assert item["held"] is False and item["result"] == "not-held"
+    assert cluster.guests[name].agent_status() == "thawed"
+
+
+def test_vmi_deleted_during_the_window_the_held_session_still_thaws(cluster, tmp_path):
+    argv, marker, gate = gated_command(tmp_path)
+    proc = start_run(cluster, "vm1", "--", *argv)
+    assert wait_until(marker.exists, 60)
+    guest = cluster.guests["vm1"]
+    cluster.sim.remove_vmi("e2e", "vm1")          # objects and pod gone; the simulator's guest runs on
+    try:
+        gate.touch()
+        out, err = proc.communicate(timeout=60)
+        assert guest.agent_status() == "thawed"
+        assert proc.returncode == 0, err
+        assert "deleted" in err                   # the VMI status watch says so, as a warning
+    finally:
+        cluster.sim.add_vmi("e2e", "vm1", guest, image="python", labels={"tier": "db"})
+        assert wait_until(lambda: cluster.vmi("vm1")["status"].get("conditions"), 60, 0.2)
