@@ -40,12 +40,18 @@ def check_command(argv: list[str]) -> str:
     return found
 
 
-def _child_setup() -> None:
-    # Runs in the child between fork and exec: die with the plugin (SIGTERM when it exits).
+def _death_signal_setup():
+    """What the child runs between fork and exec: die with the plugin (SIGTERM when it exits).
+    prctl is looked up here, in the parent: a dlopen in the child of a threaded process may hang."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+    def setup() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return setup
 
 
 @dataclass
@@ -67,9 +73,10 @@ class CommandResult:
 
 
 class BackupCommand:
-    def __init__(self, argv: list[str], env: dict[str, str]):
+    def __init__(self, argv: list[str], env: dict[str, str], stdout=None):
         self.argv = argv
         self.env = env
+        self.stdout = stdout            # None: the plugin's own stdout
         self.proc: subprocess.Popen | None = None
         self.result = CommandResult()
 
@@ -78,7 +85,8 @@ class BackupCommand:
         try:
             # start_new_session: its own process group (and no SIGINT from the terminal: the plugin
             # forwards what it gets, then thaws).
-            self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True, preexec_fn=_child_setup)
+            self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True, stdout=self.stdout,
+                                         preexec_fn=_death_signal_setup())
         except OSError as exc:
             self.result.ended_at = time.monotonic()
             self.result.start_error = f"{exc.strerror or exc}: {self.argv[0]}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,9 +59,11 @@ def _rfc3339(epoch: float) -> str:
 
 
 class FreezeRun:
-    def __init__(self, kube, settings: RunSettings, progress: Progress | None = None):
+    def __init__(self, kube, settings: RunSettings, progress: Progress | None = None, command_stdout=None):
         self.kube = kube
         self.settings = settings
+        self.command_stdout = command_stdout
+        self._stopping = threading.Event()     # interrupted: a session that starts now is released at once
         self.progress = progress or (lambda _msg: None)
         options = Options(unfreeze_timeout=settings.unfreeze_timeout)
         self.runner = Runner(kube, RunOptions(action=FREEZE, method=settings.method, options=options,
@@ -81,6 +84,7 @@ class FreezeRun:
             self._freeze_all(report.vms)
         except KeyboardInterrupt:
             report.interrupted = True
+            self._stopping.set()
             self.progress("interrupted during the freeze: thawing what this run froze or was freezing")
             self._thaw_all(report.vms)
             return report
@@ -91,7 +95,7 @@ class FreezeRun:
             self._thaw_all(report.vms)
             return report
         watchers = self._watch_frozen(report.vms)
-        command = BackupCommand(argv, self._environment(report.vms))
+        command = BackupCommand(argv, self._environment(report.vms), self.command_stdout)
         report.command = command.result
         try:
             refs = ", ".join(vm.target.ref for vm in report.vms)
@@ -102,6 +106,7 @@ class FreezeRun:
                 self.progress(f"COMMAND did not start ({command.result.start_error})")
         except KeyboardInterrupt:
             report.interrupted = True
+            command.stop("interrupt")           # the signal may have come between start and wait
             self.progress("interrupted: COMMAND stopped; thawing")
         if command.result.stopped_by == "max-window":
             self.progress(f"COMMAND outlived --max-window {human(self.settings.max_window)}: stopped; thawing")
@@ -151,6 +156,8 @@ class FreezeRun:
             vm.freeze_error = exc.line()
             vm.session = None
             return
+        if self._stopping.is_set():
+            vm.session.release()            # interrupted meanwhile: it thaws as soon as it froze
         if not vm.session.wait_frozen(deadline - time.monotonic()):
             if not vm.session.done:
                 vm.freeze_error = f"no answer from the in-pod side within {human(self.settings.timeout)}"
@@ -335,7 +342,9 @@ def run_command(obj: dict | None, names, selector, all_namespaces: bool, unfreez
             for target in targets:
                 for warning in target.warnings:
                     printer.warn(warning)
-            report = FreezeRun(kube, settings, printer.progress).run(targets, argv)
+            # -o json|yaml: stdout carries the report only, so COMMAND's output goes to stderr
+            command_stdout = sys.stderr if fmt in ("json", "yaml") else None
+            report = FreezeRun(kube, settings, printer.progress, command_stdout).run(targets, argv)
         except UsageError:
             raise
         except PluginError as exc:

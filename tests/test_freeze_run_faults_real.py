@@ -175,3 +175,17 @@ def test_vmi_deleted_during_the_window_the_held_session_still_thaws(cluster, tmp
     finally:
         cluster.sim.add_vmi("e2e", "vm1", guest, image="python", labels={"tier": "db"})
         assert wait_until(lambda: cluster.vmi("vm1")["status"].get("conditions"), 60, 0.2)
+
+
+def test_sigkill_on_the_api_path_is_thawed_by_kubevirts_timer_at_max_window(cluster, tmp_path):
+    argv, marker, _gate = gated_command(tmp_path)
+    proc = start_run(cluster, "vm1", "--context", "no-exec", "--max-window", "6s", "--", *argv)
+    assert wait_until(marker.exists, 60)
+    guest = cluster.guests["vm1"]
+    assert guest.agent_status() == "frozen"
+    proc.send_signal(signal.SIGKILL)          # this path cannot thaw on client loss ...
+    proc.communicate(timeout=30)
+    time.sleep(1)
+    assert guest.agent_status() == "frozen"
+    # ... KubeVirt's timer, armed with unfreezeTimeout = --max-window, does
+    assert wait_until(lambda: guest.agent_status() == "thawed", 15, 0.1)
