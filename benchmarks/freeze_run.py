@@ -48,6 +48,9 @@ def guest_window(guest, after: int) -> float | None:
     gaps = sorted(b[1] - a[1] for a, b in zip(rows, rows[1:]))
     if len(gaps) < 5:
         return None
+    if gaps[-2] > 0.5:      # two long pauses: the guest was starved, not (only) frozen; say so
+        print(f"  note: {guest.domain}: several long heartbeat pauses {[round(g, 2) for g in gaps[-3:]]}",
+              flush=True)
     return gaps[-1] - gaps[len(gaps) // 2]
 
 
