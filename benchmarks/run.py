@@ -8,6 +8,8 @@ Sections (--only takes a comma-separated list of them):
   e2e      freeze/unfreeze of one real guest per method, agent poll 5 s and 0.5 s
   group    two real guests, --parallel 1 vs 2
   memory   peak RSS of the plugin and of the in-pod freezer
+  run      kubectl freeze run -- sleep 2: the guest's frozen window beyond 2 s (50 Hz heartbeat) and
+           SIGKILL -> thawed, beside freeze vm + sleep 2 + unfreeze vm
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ if __package__ in (None, ""):           # run as a file: benchmarks/run.py
 
 from benchmarks.common import machine_lines, plugin_env  # noqa: E402
 
-SECTIONS = ("startup", "e2e", "group", "memory")
-NEEDS_WORLD = {"e2e", "group", "memory"}
+SECTIONS = ("startup", "e2e", "group", "memory", "run")
+NEEDS_WORLD = {"e2e", "group", "memory", "run"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -107,6 +109,10 @@ def run_world(args: argparse.Namespace, workdir: Path) -> None:
 
             world.set_poll_interval(0.5)
             bench_memory(world)
+        if "run" in args.sections:
+            from benchmarks.freeze_run import bench_freeze_run
+
+            bench_freeze_run(world, max(args.reps, 3))
     finally:
         world.stop()
         left = leftover_processes(markers)

@@ -394,10 +394,64 @@ def freeze_status(
     return 0
 
 
+# -- kubectl freeze run VM... -- COMMAND [ARGS...] (kubectl_freeze/freeze_run.py) -------------------
+from .run_report import RUN_EXIT_HELP  # noqa: E402
+
+DEFAULT_MAX_WINDOW = "2m"
+
+
+@with_common_options
+def freeze_run(
+    ctx: typer.Context,
+    names: Names = None,
+    selector: Selector = None,
+    all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces",
+                                                 help="With -l: VMs of every namespace.")] = False,
+    unfreeze_timeout: Annotated[Optional[str], typer.Option(
+        "--unfreeze-timeout", metavar="DURATION",
+        help="Safety thaw under the held freeze, should the in-pod side die too (default: --max-window + 5m; "
+             "must be longer than --max-window).")] = None,
+    max_window: Annotated[str, typer.Option(
+        "--max-window", metavar="DURATION",
+        help=f"Stop COMMAND (exit 124) and thaw if it runs longer than this (default {DEFAULT_MAX_WINDOW}).")]
+        = DEFAULT_MAX_WINDOW,
+    method: Method = "auto",
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    parallel: Parallel = 4,
+    common: Optional[Common] = None,
+) -> int:
+    """Freeze VMs (all or none), run COMMAND the moment every guest agent confirmed frozen, thaw every VM
+    the moment COMMAND ends (whatever ends it).
+
+    Usage: kubectl freeze run VM... | -l SELECTOR [-n NS | -A] [--max-window D] -- COMMAND [ARGS...]
+
+    COMMAND runs locally, argv as given (no shell), with KUBECTL_FREEZE_VMS, _NAMESPACES, _NAMES, _PODS,
+    _DEADLINE (RFC 3339) and _JSON in its environment. Each freeze is held by one exec session: if this
+    client dies, the guest thaws at once. With the api method (exec forbidden) KubeVirt's timer, set to
+    --max-window, is what thaws a guest whose client died.
+    """
+    from .freeze_run import run_command
+
+    return run_command(ctx.obj, names, selector, all_namespaces, unfreeze_timeout, max_window, method, timeout,
+                       parallel, common)
+
+
+def split_run_argv(argv: list[str]) -> tuple[list[str], Optional[dict]]:
+    """``run ... -- COMMAND ARGS``: the plugin's own arguments, and COMMAND for freeze run (as click's
+    ``obj``): everything after the first ``--`` is COMMAND's, never the plugin's."""
+    if "run" not in argv or argv.index("run") != next((i for i, a in enumerate(argv) if not a.startswith("-")), -1):
+        return argv, None
+    if "--" not in argv:
+        return argv, {"command": None}
+    cut = argv.index("--")
+    return argv[:cut], {"command": argv[cut + 1:]}
+
+
 # Every subcommand's --help ends with the exit codes too: scripts read them there.
 freeze_app.command("vm", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(freeze_vm)
 freeze_app.command("vmi", hidden=True, context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(freeze_vm)
 freeze_app.command("status", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(freeze_status)
+freeze_app.command("run", context_settings=CONTEXT, epilog=RUN_EXIT_HELP)(freeze_run)
 unfreeze_app.command("vm", context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(unfreeze_vm)
 unfreeze_app.command("vmi", hidden=True, context_settings=CONTEXT, epilog=EXIT_CODES_HELP)(unfreeze_vm)
 
@@ -438,8 +492,9 @@ def run(app: typer.Typer, prog: str, argv: Optional[list[str]] = None) -> int:
     # A backup controller that gives up sends SIGTERM: treat it like Ctrl-C, so a freeze under
     # way is undone rather than left to the safety thaw.
     signal.signal(signal.SIGTERM, _interrupt)
+    argv, obj = split_run_argv(argv) if app is freeze_app else (argv, None)
     try:
-        result = command.main(args=argv, prog_name=prog, standalone_mode=False)
+        result = command.main(args=argv, prog_name=prog, standalone_mode=False, obj=obj)
         return result if isinstance(result, int) else 0
     except ClickUsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else prog

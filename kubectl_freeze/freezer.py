@@ -15,7 +15,16 @@ Command line
     freeze DOMAIN [--mountpoint PATH]... [--unfreeze-timeout S] [--agent-timeout S] [--uri URI] [--state-dir DIR]
     thaw   DOMAIN [--agent-timeout S] [--uri URI] [--state-dir DIR]
     status DOMAIN [--agent-timeout S] [--uri URI] [--state-dir DIR]
+    hold   DOMAIN [--mountpoint PATH]... [--unfreeze-timeout S] [--max-hold S] [--agent-timeout S] [--uri URI]
+           [--state-dir DIR]
 
+``hold`` (``kubectl freeze run``) freezes like freeze (refusing a guest that is frozen already), prints
+``{"event": "frozen", ...}`` as a first JSON line, then waits on stdin: the line ``thaw``, stdin's EOF (the
+exec session is gone), SIGHUP/SIGTERM/SIGINT or ``--max-hold`` seconds end the hold; it thaws at once and
+prints the usual final object, with ``released_by``, ``frozen_at``/``thawed_at`` (RFC 3339), ``window_ms``
+(frozen -> thawed, as timed here), ``status_before_thaw`` and ``held`` (false when the guest was thawed
+under the hold: by someone else, the safety thaw, or Windows VSS letting go). The safety thaw stays
+armed underneath for a hold whose process dies.
 ``DOMAIN``              the libvirt domain name, ``<namespace>_<name>``.
 ``--mountpoint PATH``   freeze only: freeze only these guest mountpoints (repeatable). A thaw always
                         thaws everything, like KubeVirt.
@@ -142,9 +151,9 @@ EXIT_CODES: Dict[str, int] = {
 
 # --- settings --------------------------------------------------------------------------------
 
-ACTIONS = ("freeze", "thaw", "status")
+ACTIONS = ("freeze", "thaw", "status", "hold")
 DEFAULT_UNFREEZE_TIMEOUT_S = 300
-DEFAULT_AGENT_TIMEOUT_S = {"freeze": 60, "thaw": 60, "status": 10}
+DEFAULT_AGENT_TIMEOUT_S = {"freeze": 60, "thaw": 60, "status": 10, "hold": 60}
 STATUS_READ_TIMEOUT_S = 10  # cap for the status reads around a freeze or thaw
 
 DEFAULT_URIS = (
@@ -288,6 +297,7 @@ class Options:
     agent_timeout: int = DEFAULT_AGENT_TIMEOUT_S["freeze"]
     uri: Optional[str] = None
     state_dir: Optional[str] = None
+    max_hold: int = 0  # hold only: thaw by itself after this many seconds (0 = only the safety thaw)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -336,11 +346,15 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     parser.add_argument("--uri", help="libvirt URI to use instead of discovering one")
     parser.add_argument("--state-dir", metavar="DIR", help="where the safety-thaw state lives")
+    parser.add_argument("--max-hold", type=_seconds(0), default=0, metavar="SECONDS",
+                        help="hold only: thaw by itself after this long even if the session is still open")
     ns = parser.parse_args(list(argv))
 
     if not ns.domain:
         parser.error("DOMAIN must not be empty")
-    if ns.action != "freeze":
+    if ns.max_hold and ns.action != "hold":
+        parser.error("--max-hold applies to hold only")
+    if ns.action not in ("freeze", "hold"):
         if ns.mountpoints:
             parser.error("--mountpoint applies to freeze only (a thaw thaws all filesystems)")
         if ns.unfreeze_timeout is not None:
@@ -353,6 +367,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         agent_timeout=ns.agent_timeout or DEFAULT_AGENT_TIMEOUT_S[ns.action],
         uri=ns.uri,
         state_dir=ns.state_dir,
+        max_hold=ns.max_hold,
     )
 
 
@@ -952,11 +967,146 @@ def run_status(opts: Options, report: Report) -> None:
         ensure_running(session.dom, report)
         report["status"] = read_agent_status(session.dom, opts.agent_timeout)
 
+# --- hold: a freeze held by one session (``kubectl freeze run``) ------------------------------
+
+HOLD_THAW_REQUEST = b"thaw"
+
+
+class _Released(Exception):
+    """The held freeze must end now; ``reason`` says why (a signal, the max-hold alarm)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _raise_released(signum: int, _frame: Any) -> None:
+    raise _Released("max-hold" if signum == signal.SIGALRM else "signal %s" % signal.Signals(signum).name)
+
+
+def emit(line: Dict[str, Any]) -> None:
+    """One JSON line on stdout, flushed at once: the client acts on it while we keep running."""
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+def wait_for_release(max_hold_s: int) -> str:
+    """Block until the client asks for the thaw or the session is gone; returns why it ended.
+
+    stdin is the session: the runtime closes it when the client goes away (SIGKILL, network
+    cut), so EOF means "thaw now" rather than waiting for the safety thaw. The max-hold alarm
+    covers a session that is cut without the runtime noticing (no EOF ever comes).
+    """
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+        signal.signal(signum, _raise_released)
+    if max_hold_s:
+        signal.alarm(max_hold_s)
+    try:
+        while True:
+            # sys.stdin.buffer, not fd 0: the bootstrap's read of the source may have buffered more
+            line = sys.stdin.buffer.readline()
+            if not line:
+                return "stdin-eof"
+            if line.strip() == HOLD_THAW_REQUEST:
+                return "request"
+    except _Released as released:
+        return released.reason
+    except OSError as exc:
+        return "stdin-error: %s" % exc
+    finally:
+        signal.alarm(0)
+        # From here on the thaw must not be cut short by another signal.
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def run_hold(opts: Options, report: Report) -> None:
+    """Freeze, report ``{"event": "frozen"}`` on stdout, hold until released, thaw, report.
+
+    Unlike freeze, a guest that is frozen already is refused and left alone: its freeze belongs to
+    someone else (another ``freeze run``?), and this session's thaw would end it under them.
+    The safety thaw is armed before the freeze as for freeze, and stays armed underneath.
+    """
+    report["mountpoints"] = list(opts.mountpoints)
+    report["agent_timeout_s"] = opts.agent_timeout
+    report["freeze_attempted"] = False
+    with open_session(opts, report) as session:
+        ensure_running(session.dom, report)
+        with session.store.locked():
+            if status_before_action(session, opts, report, fail_fast=True) == "frozen":
+                raise FreezerError("refused", "the guest is frozen already (by another freeze run or someone "
+                                   "else); a held freeze starts from a thawed guest, so it was left alone")
+            report["already"] = False
+            rearm_safety_thaw(session, opts, report, opts.mountpoints)
+            armed = session.store.read()
+            token = armed.token if armed else None
+            report["freeze_attempted"] = True  # from here on the guest may end up frozen
+            try:
+                report["filesystems"] = freeze_filesystems(session.dom, opts.mountpoints, opts.agent_timeout)
+            except FreezerError as err:
+                if err.code in NOTHING_FROZEN_CODES:
+                    disarm_safety_thaw(session.store)
+                    report["safety_thaw"] = None
+                raise
+            frozen_at = time.monotonic()
+            report["frozen_at"] = rfc3339(time.time())
+            if report["filesystems"]:
+                # The agent's own answer to the freeze (how many it froze): a read-back would only
+                # lengthen the window COMMAND waits for.
+                report["status"] = "frozen"
+            else:
+                confirm_status(session, opts, report, "frozen")
+        try:
+            emit(dict(report, event="frozen", ok=True, action="hold", domain=opts.domain))
+            reason = wait_for_release(opts.max_hold)
+        except OSError:  # stdout is gone (EPIPE): so is the client
+            reason = "stdout-closed"
+        report["released_by"] = reason
+        log.info("releasing the held freeze: %s", reason)
+        with session.store.locked():
+            held_thaw(session, opts, report, token, frozen_at)
+
+
+def held_thaw(session: Session, opts: Options, report: Report, token: Optional[str], frozen_at: float) -> None:
+    """The thaw that ends a hold, and whether the freeze held all along (``held``)."""
+    held = True
+    current = session.store.read()
+    if token is not None and current is None:
+        held = False
+        warn(report, "the safety thaw fired (or someone thawed through the freezer) during the hold")
+    elif current is not None and current.token != token:
+        # A newer freeze through the freezer owns the guest now: its thaw is not ours to do.
+        report.update(status_before_thaw=None, held=False, thawed_at=None, window_ms=None)
+        raise FreezerError("refused", "another freeze replaced this hold's (safety thaw %s); left it frozen"
+                           % rfc3339(current.deadline))
+    # No status read first (it would lengthen the window): the agent's thaw answers how many
+    # filesystems it thawed, 0 when the guest was thawed already.
+    report["filesystems_thawed"] = None
+    try:
+        report["filesystems_thawed"] = thaw_filesystems(session.dom, opts.agent_timeout)
+    except FreezerError as err:
+        if VSS_RELEASED not in err.message:
+            raise
+        held = False
+        warn(report, "Windows VSS had released the freeze before the hold ended: %s" % err.message)
+    thawed_at = time.monotonic()
+    if report["filesystems_thawed"] == 0:
+        held = False
+        warn(report, "the guest was thawed already when the hold ended: someone thawed it during the window")
+    report["status_before_thaw"] = "thawed" if report["filesystems_thawed"] == 0 else "frozen"
+    report["thawed_at"] = rfc3339(time.time())
+    report["window_ms"] = int((thawed_at - frozen_at) * 1000)
+    report["held"] = held
+    confirm_status(session, opts, report, "thawed")
+    if current is not None:
+        report["cancelled_safety_thaw"] = disarm_safety_thaw(session.store)
+
 
 RUNNERS: Dict[str, Callable[[Options, Report], None]] = {
     "freeze": run_freeze,
     "thaw": run_thaw,
     "status": run_status,
+    "hold": run_hold,
 }
 
 

@@ -303,37 +303,9 @@ class Kube:
     def exec(self, namespace: str, pod: str, container: str, command: list[str], timeout: float,
              stdin: bytes | None = None) -> ExecResult:
         """Run ``command`` in ``pod``/``container`` (feeding it ``stdin``); never raises for a non-zero exit."""
-        from kubernetes.client import CoreV1Api
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.stream import stream
-
-        access = Access("create", "pods/exec", "", namespace, pod)
         client = self.cluster.new_client()
         try:
-            try:
-                ws = stream(
-                    CoreV1Api(client).connect_get_namespaced_pod_exec,
-                    pod,
-                    namespace,
-                    command=command,
-                    container=container,
-                    stderr=True,
-                    stdin=stdin is not None,
-                    stdout=True,
-                    tty=False,
-                    _preload_content=False,
-                )
-            except ApiException as exc:
-                # The client turns Ctrl-C during the handshake into an ApiException: keep it Ctrl-C.
-                if isinstance(exc.__context__, KeyboardInterrupt) or isinstance(exc.reason, KeyboardInterrupt):
-                    raise KeyboardInterrupt from None
-                raise self._exec_error(exc, access) from None
-            except AttributeError as exc:
-                # kubernetes 36 fails on its own handshake error (ApiException with body None,
-                # then e.body.decode()): the real error is the exception being handled then.
-                if isinstance(exc.__context__, ApiException):
-                    raise self._exec_error(exc.__context__, access) from None
-                raise
+            ws = self.open_exec(namespace, pod, container, command, stdin is not None, client)
             deadline = time.monotonic() + timeout
             stdout, stderr = [], []
             try:
@@ -357,6 +329,38 @@ class Kube:
             return ExecResult(code, "".join(stdout), "".join(stderr), message)
         finally:
             client.close()
+
+    def open_exec(self, namespace: str, pod: str, container: str, command: list[str], stdin: bool, client):
+        """The exec WebSocket (kubernetes.stream's WSClient) on ``client``; handshake errors as KubeErrors."""
+        from kubernetes.client import CoreV1Api
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.stream import stream
+
+        access = Access("create", "pods/exec", "", namespace, pod)
+        try:
+            return stream(
+                CoreV1Api(client).connect_get_namespaced_pod_exec,
+                pod,
+                namespace,
+                command=command,
+                container=container,
+                stderr=True,
+                stdin=stdin,
+                stdout=True,
+                tty=False,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            # The client turns Ctrl-C during the handshake into an ApiException: keep it Ctrl-C.
+            if isinstance(exc.__context__, KeyboardInterrupt) or isinstance(exc.reason, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise self._exec_error(exc, access) from None
+        except AttributeError as exc:
+            # kubernetes 36 fails on its own handshake error (ApiException with body None,
+            # then e.body.decode()): the real error is the exception being handled then.
+            if isinstance(exc.__context__, ApiException):
+                raise self._exec_error(exc.__context__, access) from None
+            raise
 
     def _exec_error(self, exc, access: Access) -> KubeError:
         """The exec handshake failed: the HTTP status is only in the reason text."""

@@ -10,7 +10,7 @@ from benchmarks.run import main, parse_args
 
 def test_arguments_default_quick_and_explicit():
     args = parse_args([])
-    assert args.sections == ["startup", "e2e", "group", "memory"]
+    assert args.sections == ["startup", "e2e", "group", "memory", "run"]
     assert (args.runs, args.reps, args.intervals) == (10, 2, (5.0, 0.5))
     quick = parse_args(["--quick"])
     assert (quick.runs, quick.reps) == (3, 1)

@@ -46,7 +46,7 @@ def offline_env(tmp_path: Path) -> dict:
 
 # ----- the helpers on their own -----------------------------------------------------------------
 @pytest.mark.parametrize("plugin,args,expected,directive", [
-    ("freeze", [""], ["completion", "status", "vm"], completion.NO_FILE_COMP),
+    ("freeze", [""], ["completion", "run", "status", "vm"], completion.NO_FILE_COMP),
     ("unfreeze", [""], ["vm"], completion.NO_FILE_COMP),
     ("freeze", ["s"], ["status"], completion.NO_FILE_COMP),
     ("freeze", ["--v"], ["--version"], completion.NO_FILE_COMP),
@@ -156,7 +156,7 @@ def test_bash_script_completes_through_the_helper():
     out = subprocess.run(["bash", "--norc", "--noprofile", "-c", BASH_DRIVER, "bash", str(SCRIPTS["bash"]), *lines],
                          capture_output=True, text=True, env=_shell_env(), timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["completion status vm", "auto freezer virt-freezer api", "freezer", "vm",
+    assert out.stdout.splitlines() == ["completion run status vm", "auto freezer virt-freezer api", "freezer", "vm",
                                        "", "--no-headers"]
 
 
@@ -169,7 +169,7 @@ def test_fish_script_completes_through_the_helper():
     assert out.returncode == 0, out.stderr
     first, second, third = [[line.split("\t")[0] for line in part.strip().splitlines()]
                             for part in out.stdout.split("===\n")]
-    assert first == ["completion", "status", "vm"]
+    assert first == ["completion", "run", "status", "vm"]
     assert second == ["--method=api", "--method=auto", "--method=freezer", "--method=virt-freezer"]
     assert third == ["--context"]
 
@@ -218,7 +218,7 @@ def test_kubectl_completes_vm_names_from_the_cluster(cluster):
     assert time.monotonic() - started < 5
     assert kubectl_complete(cluster, "freeze", "vm", "vm1", "") == (["vm2"], completion.NO_FILE_COMP)
     assert kubectl_complete(cluster, "freeze", "vmi", "vm/v")[0] == ["vm/vm1", "vm/vm2"]
-    assert kubectl_complete(cluster, "freeze", "")[0] == ["completion", "status", "vm"]
+    assert kubectl_complete(cluster, "freeze", "")[0] == ["completion", "run", "status", "vm"]
     assert kubectl_complete(cluster, "unfreeze", "vm", "")[0] == []
     out = cluster.kubectl("__complete", "freeze", "vm", "")
     assert out.stdout.splitlines()[0] == "vm1\tRunning"

@@ -98,6 +98,9 @@ class WebSocketExecIO:
         self._stdin: asyncio.Queue[bytes] = asyncio.Queue()
         self._stdin_done = not options.stdin
         self._send_lock = asyncio.Lock()
+        # Set when the client's socket is gone (closed, cut, the apiserver stopping): the runtime
+        # then closes the process's stdio but does not kill it.
+        self.gone = asyncio.Event()
 
     async def read_stdin(self) -> bytes:
         if self._stdin_done:
@@ -147,6 +150,7 @@ class WebSocketExecIO:
                     self._stdin.put_nowait(b"")
         finally:
             self._stdin.put_nowait(b"")
+            self.gone.set()
 
 
 async def serve_exec(request: web.Request, backend: Backend, pod: dict, options: ExecOptions,

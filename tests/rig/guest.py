@@ -23,6 +23,7 @@ class GuestSpec:
     agent: bool = True
     data_disks: int = 2
     memory_mib: int = 256
+    heartbeat_s: float = 0.2   # the heartbeat loops' sleep (0.02 for benchmarks that time windows)
 
     @property
     def domain(self) -> str:
@@ -48,7 +49,7 @@ def domain_xml(spec: GuestSpec, boot: BootArtifacts, disks: list[Path], console:
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{escape(str(boot.kernel))}</kernel>
     <initrd>{escape(str(boot.initrd))}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
+    <cmdline>console=ttyS0 panic=-1 quiet kf.hb={spec.heartbeat_s:g}</cmdline>
   </os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>

@@ -15,6 +15,12 @@ while read -r module; do
     insmod "/lib/modules/$module.ko"
 done </lib/modules/order
 
+# kf.hb=SECONDS on the kernel command line: the heartbeat's sleep (default 0.2).
+period=0.2
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in kf.hb=*) period=${arg#kf.hb=} ;; esac
+done
+
 # Writes a counter and the guest's uptime to the data disk several times a second, and echoes
 # each line to the console only after the write returned: while the filesystem is frozen the
 # write blocks, so both the file and the console show the gap.
@@ -26,7 +32,7 @@ heartbeat() {
         read -r up _idle </proc/uptime
         echo "$i $up" >>"$file"
         echo "KF-HB $1 $i $up"
-        sleep 0.2
+        sleep "$period"
     done
 }
 

@@ -4,6 +4,9 @@ freeze/unfreeze subresources go to the VMI's virt-launcher, which acts on the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import threading
 from dataclasses import dataclass, field
 
 from .. import errors
@@ -11,6 +14,79 @@ from ..backend import ExecIO, vmi_conflict
 from .launcher import Launcher, LauncherError
 from .objects import has_condition
 from .sandbox import PodSandbox
+
+
+async def run_in_container(argv: list[str], io: ExecIO) -> int:
+    """Run ``argv`` with the exec session's streams, as containerd/CRI-O do: when the client goes away
+    (or the stream is cut) the process's stdin reads EOF and its later writes get EPIPE, but the
+    process is NOT killed (kubernetes/kubernetes#89031). Not asyncio's subprocess: closing its
+    transport kills the process."""
+    loop = asyncio.get_running_loop()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    exited: asyncio.Future = loop.create_future()
+
+    def reap() -> None:  # also reaps a process that outlives its session (no zombie)
+        code = proc.wait()
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(lambda: exited.done() or exited.set_result(code))
+
+    threading.Thread(target=reap, daemon=True, name=f"reap-{proc.pid}").start()
+    transports = []
+
+    async def reader(pipe) -> asyncio.StreamReader:
+        stream = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), pipe)
+        transports.append(transport)
+        return stream
+
+    async def feed() -> None:
+        try:
+            while chunk := await io.read_stdin():
+                await asyncio.to_thread(_write_all, proc.stdin, chunk)
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    async def pump(stream: asyncio.StreamReader, write) -> None:
+        while chunk := await stream.read(65536):
+            await write(chunk)
+
+    def let_go() -> None:
+        # stdin EOF, and the read ends closed so that the process's next write gets EPIPE
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        for transport in transports:
+            transport.close()
+
+    feeder = asyncio.create_task(feed())
+    outputs = None
+    try:
+        outputs = asyncio.gather(pump(await reader(proc.stdout), io.write_stdout),
+                                 pump(await reader(proc.stderr), io.write_stderr))
+        gone = getattr(io, "gone", None)
+        waiters = [outputs] + ([asyncio.ensure_future(gone.wait())] if gone is not None else [])
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not outputs.done():          # the client left first: the process runs on
+            outputs.cancel()
+            outputs.add_done_callback(lambda f: f.cancelled() or f.exception())
+            let_go()
+            return -1
+        for waiter in waiters[1:]:
+            waiter.cancel()
+        return await exited
+    finally:
+        feeder.cancel()
+        if outputs is not None and not outputs.done():
+            outputs.cancel()
+            outputs.add_done_callback(lambda f: f.cancelled() or f.exception())
+        let_go()
+
+
+def _write_all(pipe, data: bytes) -> None:
+    pipe.write(data)
+    pipe.flush()
 
 
 @dataclass
@@ -28,36 +104,7 @@ class KubeVirtBackend:
             # virt-freezer, so a plugin that picked one would fail there too.
             raise errors.ApiError(500, "InternalError",
                                   f"the simulator runs only the compute container, not {container}")
-        proc = await asyncio.create_subprocess_exec(
-            *sandbox.command(command),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-
-        async def feed() -> None:
-            try:
-                while chunk := await io.read_stdin():
-                    proc.stdin.write(chunk)
-                    await proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            finally:
-                proc.stdin.close()
-
-        async def pump(stream: asyncio.StreamReader, write) -> None:
-            while chunk := await stream.read(65536):
-                await write(chunk)
-
-        feeder = asyncio.create_task(feed())
-        try:
-            await asyncio.gather(pump(proc.stdout, io.write_stdout), pump(proc.stderr, io.write_stderr))
-            return await proc.wait()
-        finally:
-            feeder.cancel()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        return await run_in_container(sandbox.command(command), io)
 
     def _launcher(self, vmi: dict) -> Launcher:
         meta = vmi["metadata"]
