@@ -290,11 +290,13 @@ class FreezeRun:
 # -- the CLI's entry (cli.py registers the command; flags are checked here, before anything is sent) --
 def _settings(unfreeze_timeout: str | None, max_window: str, method: str, timeout: str, parallel: int,
               check_action) -> RunSettings:
-    from .durations import parse_duration
+    from .durations import check_kubevirt_seconds, parse_duration
     from .errors import UsageError
 
     wait_for = check_action(method, parallel, timeout)
     window = parse_duration(max_window, "--max-window")
+    # The api path hands --max-window to KubeVirt as its timer, and every path arms --unfreeze-timeout.
+    check_kubevirt_seconds(window, "--max-window", max_window)
     if window.total_seconds() < 1:
         raise UsageError(f"--max-window {max_window} is shorter than a second", "give e.g. 30s or 2m")
     if unfreeze_timeout is None:
@@ -305,6 +307,7 @@ def _settings(unfreeze_timeout: str | None, max_window: str, method: str, timeou
             raise UsageError(f"--unfreeze-timeout {unfreeze_timeout} is not longer than --max-window {max_window}: "
                              f"the safety thaw would end the freeze under COMMAND",
                              "give a longer --unfreeze-timeout, or a shorter --max-window")
+    check_kubevirt_seconds(safety, "--unfreeze-timeout", unfreeze_timeout or f"{max_window} + 5m")
     return RunSettings(max_window=window, unfreeze_timeout=safety, method=method, timeout=wait_for,
                        parallel=parallel)
 
