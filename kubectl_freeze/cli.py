@@ -29,6 +29,8 @@ COLORS = ("auto", "always", "never")
 DEFAULT_UNFREEZE_TIMEOUT = "5m"
 DEFAULT_TIMEOUT = "2m"
 SHORT_SAFETY_THAW_S = 30
+# KubeVirt keeps the unfreeze timeout as int32 seconds.
+MAX_UNFREEZE_TIMEOUT_S = 2**31 - 1
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 EXIT_CODES_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
@@ -169,7 +171,7 @@ def _check_common_action(method: str, parallel: int, timeout: str):
 def _safety_thaw(unfreeze_timeout: Optional[str], no_safety_thaw: bool):
     from datetime import timedelta
 
-    from .durations import parse_duration
+    from .durations import parse_duration, whole_seconds
 
     if no_safety_thaw:
         if unfreeze_timeout is not None and parse_duration(unfreeze_timeout, "--unfreeze-timeout").total_seconds():
@@ -183,7 +185,14 @@ def _safety_thaw(unfreeze_timeout: Optional[str], no_safety_thaw: bool):
         )
     if value.total_seconds() < 1:
         raise UsageError(f"--unfreeze-timeout {unfreeze_timeout} is shorter than a second", "give e.g. 30s or 5m")
-    return value
+    # KubeVirt keeps the timeout as int32 seconds (virt-handler: int32(d.Seconds()), virt-freezer's
+    # --unfreezeTimeoutSeconds): beyond that it overflows and the launcher thaws at once.
+    if value.total_seconds() > MAX_UNFREEZE_TIMEOUT_S:
+        raise UsageError(f"--unfreeze-timeout {unfreeze_timeout} is more than KubeVirt can keep "
+                         f"({MAX_UNFREEZE_TIMEOUT_S} s, about 68 years: it would thaw at once)",
+                         "give e.g. 30s, 5m or 24h")
+    # Whole seconds, rounded up: KubeVirt cuts fractions, and every method reports the same deadline.
+    return timedelta(seconds=whole_seconds(value))
 
 
 def _check_mountpoints(mountpoints: Optional[List[str]], method: str) -> list[str]:

@@ -34,6 +34,11 @@ class Outcome:
     already: bool | None = None  # the guest already was in the wanted state
     filesystems: int | None = None
     safety_thaw_deadline: str | None = None  # RFC 3339, when known
+    # False: the method knows that no safety thaw was armed by this action (KubeVirt arms none for
+    # a guest that is already frozen); None: not known. The note says which in words.
+    safety_thaw_armed: bool | None = None
+    safety_thaw_note: str | None = None
+    warnings: list[str] = field(default_factory=list)
     error: PluginError | None = None
     maybe_changed: bool = False  # failed, but the guest may have changed anyway (e.g. agent timeout)
     elapsed_ms: int = 0
