@@ -32,7 +32,8 @@ from ..errors import Failed, PluginError
 from ..kube import SUBRESOURCES, KubeError
 from ..targets import Target, freeze_status
 from . import launcher_errors, virsh_agent
-from .base import FREEZE, Options, Outcome, deadline_after, remaining
+from .base import (FREEZE, KUBEVIRT_TIMER_KEPT, KUBEVIRT_TIMER_UNKNOWN, Options, Outcome,
+                   kubevirt_safety_thaw, remaining)
 
 NAME = "api"
 
@@ -42,10 +43,7 @@ LATE_FREEZE_WATCH_S = 65.0
 LATE_FREEZE_POLL_S = 1.0
 VIRT_API_TIMEOUT = "context deadline exceeded"
 
-KEPT = ("kept from the earlier freeze (KubeVirt arms no new safety thaw for a guest that is already "
-        "frozen; there is none if it was frozen straight through libvirt)")
-UNKNOWN = ("unknown: the VMI status showed frozen before this freeze, and KubeVirt arms no new safety "
-           "thaw for a guest that is already frozen")
+KEPT, UNKNOWN = KUBEVIRT_TIMER_KEPT, KUBEVIRT_TIMER_UNKNOWN
 
 # What a Windows guest agent answers a thaw after VSS released the freeze by itself (~10 s).
 VSS_RELEASED = launcher_errors.VSS_RELEASED
@@ -122,20 +120,7 @@ def agent_says(kube, target: Target, deadline: float) -> tuple[str | None, bool]
 def succeeded(target: Target, action: str, options: Options, before: str | None) -> Outcome:
     """A 200: what was armed is known only from the guest's state just before the call."""
     outcome = Outcome(NAME, True, detail={"httpStatus": 200})
-    if action != FREEZE:
-        return outcome
-    outcome.already = None if before is None else before == "frozen"
-    if options.unfreeze_timeout.total_seconds() <= 0:
-        outcome.safety_thaw_armed = False
-    elif before == "frozen":
-        outcome.safety_thaw_armed, outcome.safety_thaw_note = False, KEPT
-    elif before is None and target.frozen_before:
-        outcome.safety_thaw_note = UNKNOWN
-    else:
-        # Seen thawed (or, without exec, the VMI status said thawed): the launcher froze it and armed.
-        outcome.safety_thaw_deadline = deadline_after(timedelta(seconds=whole_seconds(options.unfreeze_timeout)))
-        outcome.safety_thaw_armed = True
-    return outcome
+    return kubevirt_safety_thaw(outcome, target, options, before) if action == FREEZE else outcome
 
 
 class SubresourceApi:
