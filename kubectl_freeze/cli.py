@@ -305,7 +305,8 @@ def freeze_vm(
     selector: Selector = None,
     unfreeze_timeout: Annotated[Optional[str], typer.Option(
         "--unfreeze-timeout", metavar="DURATION",
-        help=f"Safety thaw: thaw by itself after this long (Go duration, default {DEFAULT_UNFREEZE_TIMEOUT}). "
+        help=f"Safety thaw: thaw by itself after this long (Go duration, default {DEFAULT_UNFREEZE_TIMEOUT}; "
+             "rounded up to whole seconds, at most 2147483647s as KubeVirt keeps it). "
              "0 needs --no-safety-thaw.")] = None,
     no_safety_thaw: Annotated[bool, typer.Option(
         "--no-safety-thaw", help="Arm no safety thaw: the guest stays frozen until kubectl unfreeze.")] = False,
