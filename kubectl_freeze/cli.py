@@ -169,7 +169,7 @@ def _check_common_action(method: str, parallel: int, timeout: str):
 def _safety_thaw(unfreeze_timeout: Optional[str], no_safety_thaw: bool):
     from datetime import timedelta
 
-    from .durations import check_kubevirt_seconds, parse_duration
+    from .durations import check_kubevirt_seconds, parse_duration, whole_seconds
 
     if no_safety_thaw:
         if unfreeze_timeout is not None and parse_duration(unfreeze_timeout, "--unfreeze-timeout").total_seconds():
@@ -184,7 +184,8 @@ def _safety_thaw(unfreeze_timeout: Optional[str], no_safety_thaw: bool):
     if value.total_seconds() < 1:
         raise UsageError(f"--unfreeze-timeout {unfreeze_timeout} is shorter than a second", "give e.g. 30s or 5m")
     check_kubevirt_seconds(value, "--unfreeze-timeout", unfreeze_timeout)
-    return value
+    # Whole seconds, rounded up: KubeVirt cuts fractions, and every method reports the same deadline.
+    return timedelta(seconds=whole_seconds(value))
 
 
 def _check_mountpoints(mountpoints: Optional[List[str]], method: str) -> list[str]:
@@ -297,7 +298,8 @@ def freeze_vm(
     selector: Selector = None,
     unfreeze_timeout: Annotated[Optional[str], typer.Option(
         "--unfreeze-timeout", metavar="DURATION",
-        help=f"Safety thaw: thaw by itself after this long (Go duration, default {DEFAULT_UNFREEZE_TIMEOUT}). "
+        help=f"Safety thaw: thaw by itself after this long (Go duration, default {DEFAULT_UNFREEZE_TIMEOUT}; "
+             "rounded up to whole seconds, at most 2147483647s as KubeVirt keeps it). "
              "0 needs --no-safety-thaw.")] = None,
     no_safety_thaw: Annotated[bool, typer.Option(
         "--no-safety-thaw", help="Arm no safety thaw: the guest stays frozen until kubectl unfreeze.")] = False,

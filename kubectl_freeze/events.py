@@ -80,13 +80,17 @@ def build_event(vmi: dict, reason: str, message: str, warning: bool = False, ins
 
 
 def message_for(action: str, ok: bool, who_text: str, method: str, deadline: str | None,
-                detail: str = "") -> str:
+                detail: str = "", safety_note: str | None = None) -> str:
     verb = {"freeze": "froze", "unfreeze": "thawed", "rollback": "thawed (rollback of a group freeze)"}[action]
     if not ok:
         verb = {"freeze": "could not freeze", "unfreeze": "could not thaw", "rollback": "could not roll back"}[action]
     text = f"{who_text} {verb} the guest filesystems with kubectl-freeze {__version__} (method {method})"
     if ok and action == "freeze":
-        text += f"; safety thaw at {deadline}" if deadline else "; no safety thaw"
+        if deadline:
+            text += f"; safety thaw at {deadline}"
+        else:
+            # a deadline nobody armed is never written: say what is known instead
+            text += f"; safety thaw {safety_note}" if safety_note else "; no safety thaw"
     if detail:
         text += f": {detail}"
     return text
@@ -102,6 +106,15 @@ def post(kube, vmi: dict, reason: str, message: str, warning: bool = False,
         return f"could not record an Event on {event['metadata']['namespace']}/{event['involvedObject']['name']}: " \
                f"{exc.message}"
     return None
+
+
+def field_selector(name: str | None = None) -> str:
+    """Only kubectl-freeze's Events on VMIs (and on one VMI), selected by the API server: a
+    namespace may hold thousands of other Events (kube-apiserver keeps each for an hour)."""
+    terms = ["involvedObject.kind=VirtualMachineInstance", f"source={COMPONENT}"]
+    if name:
+        terms.append(f"involvedObject.name={name}")
+    return ",".join(terms)
 
 
 def latest_by_vmi(events: list[dict]) -> dict[str, dict]:

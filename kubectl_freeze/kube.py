@@ -248,9 +248,10 @@ class Kube:
         data = self._call("GET", self._path(None, namespace, "pods"), access, [("labelSelector", selector)])
         return list(data.get("items") or [])
 
-    def list_events(self, namespace: str | None) -> list[dict]:
+    def list_events(self, namespace: str | None, field_selector: str | None = None) -> list[dict]:
         access = Access("list", "events", "", namespace)
-        data = self._call("GET", self._path(None, namespace, "events"), access)
+        query = [("fieldSelector", field_selector)] if field_selector else None
+        data = self._call("GET", self._path(None, namespace, "events"), access, query=query)
         return list(data.get("items") or [])
 
     # -- writes ---------------------------------------------------------------------------

@@ -112,9 +112,14 @@ class VmResult:
                     "filesystems": self.outcome.filesystems,
                 }
             if self.action == FREEZE and self.outcome.ok:
+                armed = self.outcome.safety_thaw_armed
                 out["safetyThaw"] = {
-                    "after": to_go(self.options_timeout) if self.options_timeout is not None else None,
+                    # no "after" for a timer that this freeze did not arm (KubeVirt kept the old one)
+                    "after": to_go(self.options_timeout) if self.options_timeout is not None and armed is not False
+                    else None,
                     "deadline": self.outcome.safety_thaw_deadline,
+                    "armed": armed,
+                    "note": self.outcome.safety_thaw_note,
                 }
         if self.watch is not None:
             status = (self.watch.vmi.get("status") or {}).get("fsFreezeStatus")
@@ -214,6 +219,7 @@ class Runner:
             outcome = get(result.method).run(self.kube, target, action, self.opts.options, deadline)
             result.outcome = outcome
             result.timings["actionMs"] = outcome.elapsed_ms
+            result.warnings.extend(outcome.warnings)
             if not outcome.ok:
                 raise outcome.error or PluginError(EXIT_FAILED, f"{verb} {target.ref} failed")
             if outcome.already:
@@ -282,6 +288,7 @@ class Runner:
             result.method or self.opts.method,
             deadline,
             "" if ok else (result.error.line() if result.error else ""),
+            safety_note=result.outcome.safety_thaw_note if result.outcome else None,
         )
         annotations = {"method": result.method or self.opts.method, "who": self.opts.who,
                        "safety-thaw-deadline": deadline if reason == events.FROZEN else None}

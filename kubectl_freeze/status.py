@@ -1,8 +1,9 @@
 """``kubectl freeze status``: what the VMI status (and, with --live, the guest agent) says.
 
 Rows are plain dicts built by ``status_row`` (pure, unit-tested); ``gather`` does the reads:
-one list of VMIs (or one GET per name), one list of launcher pods and one list of Events per
-namespace (Events are optional: without them SINCE is unknown).
+one list of VMIs (or one GET per name), one list of launcher pods and a list of only kubectl-freeze's
+Events on VMIs (a field selector; Events are optional: kube-apiserver drops them after an hour, and
+without one the row still shows the VMI's fsFreezeStatus, with SINCE unknown).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
         "phase": status.get("phase") or "Pending",
         "paused": is_paused(vmi),
         "agent": "connected" if agent_connected(vmi) else "none",
-        "agentSince": (agent or {}).get("lastTransitionTime"),
+        # KubeVirt stamps AgentConnected with lastProbeTime (when it connected); lastTransitionTime is null
+        "agentSince": (agent or {}).get("lastProbeTime") or (agent or {}).get("lastTransitionTime"),
         "freeze": state,
         "since": since,
         "node": status.get("nodeName") or None,
@@ -80,10 +82,7 @@ def gather(kube, namespace: str, all_namespaces: bool, names: list[str], selecto
     if not vmis:
         return []
     pods = kube.list_pods(scope, LAUNCHER_SELECTOR)
-    try:
-        latest = events.latest_by_vmi(kube.list_events(scope))
-    except KubeError:
-        latest = {}
+    latest = _latest_events(kube, scope, names if not all_namespaces else [])
     rows = []
     for vmi in vmis:
         meta = vmi["metadata"]
@@ -92,6 +91,21 @@ def gather(kube, namespace: str, all_namespaces: bool, names: list[str], selecto
         row["_vmi"], row["_pod"] = vmi, _lookup_pod(vmi, pods)
         rows.append(row)
     return rows
+
+
+def _latest_events(kube, scope: str | None, names: list[str]) -> dict[str, dict]:
+    """The newest kubectl-freeze Event per VMI. Optional: kube-apiserver drops Events after an
+    hour (--event-ttl) and a user may not list them, so every row stands on the VMI status alone
+    and an Event only adds since when and by whom."""
+    selectors = [events.field_selector(name) for name in names] if names and len(names) <= 10 \
+        else [events.field_selector()]
+    found: list[dict] = []
+    try:
+        for selector in selectors:
+            found += kube.list_events(scope, selector)
+    except KubeError:
+        return {}
+    return events.latest_by_vmi(found)
 
 
 def live_status(kube, prober: Prober, row: dict) -> dict:

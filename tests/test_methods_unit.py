@@ -185,14 +185,19 @@ def test_api_request_shapes():
     assert subresource.request(TARGET, UNFREEZE, OPTS)["body"] is None
 
 
+VIRSH = ("sh", "-c")
+
+
 def test_api_run_and_errors():
     kube = FakeKube()
+    kube.exec_results = {VIRSH: KubeError(403, "forbidden: pods/exec")}   # the api method needs no exec
     out = get("api").run(kube, TARGET, FREEZE, OPTS, deadline=float("inf"))
-    assert out.ok and kube.calls == [("put", "vm1", "freeze", {"unfreezeTimeout": "5m0s"})]
+    assert out.ok and ("put", "vm1", "freeze", {"unfreezeTimeout": "5m0s"}) in kube.calls
     conflict = subresource.outcome_from_error(KubeError(409, "conflict: VMI is not running"), TARGET, FREEZE)
     assert not conflict.ok and "refused to freeze" in conflict.error.line()
-    bad = subresource.outcome_from_error(KubeError(400, "guest agent timeout"), TARGET, FREEZE)
-    assert bad.maybe_changed
+    # virt-api's own 400: it could not reach virt-handler, so nothing happened
+    bad = subresource.outcome_from_error(KubeError(400, "unable to reach virt-launcher"), TARGET, FREEZE)
+    assert not bad.maybe_changed
     forbidden = KubeError(403, "forbidden: you cannot update virtualmachineinstances/freeze")
     assert subresource.outcome_from_error(forbidden, TARGET, FREEZE).error is forbidden
 
@@ -202,3 +207,44 @@ def test_every_method_can_plan_without_touching_the_cluster():
         plan = get(name).plan(TARGET, FREEZE, OPTS)
         assert plan
     assert get("freezer").plan(TARGET, FREEZE, OPTS)["stdin"].startswith("<kubectl_freeze/freezer.py")
+
+
+WRAPPED = ("the API server failed to update virtualmachineinstances/freeze (HTTP 500) (Internal error occurred: "
+           "unexpected return code 400 (400 Bad Request), message: server error. command Freeze failed: "
+           "\"LibvirtError(Code=86, Domain=10, Message='Guest agent is not responding: {}')\")")
+
+
+@pytest.mark.parametrize("agent_text, code, hint, maybe", [
+    ("QEMU guest agent is not connected", "agent-not-connected", "install and start qemu-guest-agent", False),
+    ("Guest agent not available for now", "agent-timeout", "did not answer in time", True),
+])
+def test_api_reads_the_launchers_libvirt_error_inside_virt_apis_500(agent_text, code, hint, maybe):
+    out = subresource.outcome_from_error(KubeError(500, WRAPPED.format(agent_text)), TARGET, FREEZE)
+    line = out.error.line()
+    assert f"virt-launcher could not freeze demo/vm1: {code}: Guest agent is not responding: {agent_text}" in line
+    assert "(libvirt error 86)" in line and hint in line and out.maybe_changed is maybe
+
+
+def test_api_timeout_of_virt_api_may_still_freeze():
+    exc = KubeError(500, 'Internal error occurred: Put "https://10.244.0.2:8186/v1/namespaces/demo/'
+                         'virtualmachineinstances/vm1/freeze": context deadline exceeded')
+    out = subresource.outcome_from_error(exc, TARGET, FREEZE)
+    assert out.maybe_changed and out.detail["virtApiTimeout"] and "may still complete" in out.error.line()
+
+
+@pytest.mark.parametrize("before, frozen_before, armed, deadline, note", [
+    ("thawed", False, True, True, None),
+    ("frozen", False, False, False, subresource.KEPT),
+    (None, True, None, False, subresource.UNKNOWN),
+    (None, False, True, True, None),
+])
+def test_api_claims_a_safety_thaw_only_when_kubevirt_armed_one(before, frozen_before, armed, deadline, note):
+    vmi = make_vmi(frozen=frozen_before)
+    out = subresource.succeeded(Target(vmi, make_pod()), FREEZE, OPTS, before)
+    assert out.safety_thaw_armed is armed and bool(out.safety_thaw_deadline) is deadline
+    assert out.safety_thaw_note == note
+
+
+def test_api_sends_whole_seconds():
+    opts = Options(unfreeze_timeout=timedelta(seconds=1.5))
+    assert subresource.request(TARGET, FREEZE, opts)["body"] == {"unfreezeTimeout": "2s"}

@@ -169,7 +169,7 @@ def test_report_dict_has_the_same_facts_as_the_table(method):
     item = report.to_dict()["items"][0]
     assert item["result"] == "frozen" and item["method"] == "freezer" and item["pod"] == "virt-launcher-a-abcde"
     assert item["agent"] == {"status": "frozen", "already": None, "filesystems": None}
-    assert item["safetyThaw"] == {"after": "5m0s", "deadline": "2026-01-01T00:05:00Z"}
+    assert item["safetyThaw"] == {"after": "5m0s", "deadline": "2026-01-01T00:05:00Z", "armed": None, "note": None}
     assert isinstance(report, Report)
 
 

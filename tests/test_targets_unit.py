@@ -29,8 +29,9 @@ def make_vmi(name="vm1", ns="demo", uid=None, phase="Running", node="node1", age
              rv="100", **status):
     st = {"phase": phase, "nodeName": node, "conditions": []}
     if agent:
+        # as virt-handler writes it: lastProbeTime, and a null lastTransitionTime
         st["conditions"].append({"type": "AgentConnected", "status": "True",
-                                 "lastTransitionTime": "2026-01-01T00:00:00Z"})
+                                 "lastProbeTime": "2026-01-01T00:00:00Z", "lastTransitionTime": None})
     if frozen:
         st["fsFreezeStatus"] = "frozen"
     st.update(status)
@@ -94,7 +95,7 @@ class FakeKube:
         self.calls.append(("list_pods", ns, selector))
         return [copy.deepcopy(p) for p in self.pods if ns in (None, p["metadata"]["namespace"])]
 
-    def list_events(self, ns):
+    def list_events(self, ns, field_selector=None):
         self.calls.append(("list_events", ns))
         return list(self.events)
 

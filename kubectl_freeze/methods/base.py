@@ -34,6 +34,11 @@ class Outcome:
     already: bool | None = None  # the guest already was in the wanted state
     filesystems: int | None = None
     safety_thaw_deadline: str | None = None  # RFC 3339, when known
+    # False: the method knows that no safety thaw was armed by this action (KubeVirt arms none for
+    # a guest that is already frozen); None: not known. The note says which in words.
+    safety_thaw_armed: bool | None = None
+    safety_thaw_note: str | None = None
+    warnings: list[str] = field(default_factory=list)
     error: PluginError | None = None
     maybe_changed: bool = False  # failed, but the guest may have changed anyway (e.g. agent timeout)
     elapsed_ms: int = 0
@@ -60,3 +65,31 @@ def deadline_after(delta: timedelta) -> str:
 
 def exec_plan(target: Target, container: str, command: list[str]) -> dict[str, Any]:
     return {"pod": target.pod_name, "container": container, "command": command}
+
+
+# KubeVirt's launcher arms its safety timer only when it froze a thawed guest; a freeze of a frozen
+# guest keeps the old timer (or none, when it was frozen straight through libvirt).
+KUBEVIRT_TIMER_KEPT = ("kept from the earlier freeze (KubeVirt arms no new safety thaw for a guest that is "
+                       "already frozen; there is none if it was frozen straight through libvirt)")
+KUBEVIRT_TIMER_UNKNOWN = ("unknown: the VMI status showed frozen before this freeze, and KubeVirt arms no new "
+                          "safety thaw for a guest that is already frozen")
+
+
+def kubevirt_safety_thaw(outcome: Outcome, target: Target, options: Options, before: str | None) -> Outcome:
+    """Fill in what a successful freeze through virt-launcher (api, virt-freezer) armed, from the
+    guest agent's answer just before it (None: not asked). No deadline is claimed that KubeVirt did
+    not arm."""
+    from ..durations import whole_seconds
+
+    outcome.already = None if before is None else before == "frozen"
+    if options.unfreeze_timeout.total_seconds() <= 0:
+        outcome.safety_thaw_armed = False
+    elif before == "frozen":
+        outcome.safety_thaw_armed, outcome.safety_thaw_note = False, KUBEVIRT_TIMER_KEPT
+    elif before is None and target.frozen_before:
+        outcome.safety_thaw_note = KUBEVIRT_TIMER_UNKNOWN
+    else:
+        # Seen thawed (or, not asked, the VMI status said thawed): the launcher froze it and armed.
+        outcome.safety_thaw_deadline = deadline_after(timedelta(seconds=whole_seconds(options.unfreeze_timeout)))
+        outcome.safety_thaw_armed = True
+    return outcome

@@ -1,9 +1,15 @@
 """Method "virt-freezer": KubeVirt's own /usr/bin/virt-freezer in the compute container, via exec.
 
 virt-freezer asks virt-launcher (gRPC) to freeze, so KubeVirt's safety unfreeze timer applies.
-Its exit code is NOT proof: it exits 0 without freezing when the guest has no agent ("No guest
-agent, exiting") or the domain is not running, so its JSON log lines on stderr are read, and the
-caller still confirms through the VMI status.
+What it does (cmd/virt-freezer/virt-freezer.go): it asks for the guest info first and exits 0
+without doing anything when there is no agent ("No guest agent, exiting") or, after that, when the
+domain is not running ("VM domain not running, no need to freeze/unfreeze"); success logs
+"Operation completed successfully"; a failure logs "Freezing VMI failed" / "Unfreezing VMI failed"
+with the launcher's error as the reason and exits 1 -- after "Guest agent not available for now"
+during a freeze it first asks for an unfreeze. Its flags are parsed by pflag: an unknown flag or a
+bad number exits 2 with pflag's plain text. Logs are JSON lines on stderr (component "freezer").
+So its exit code is NOT proof: the log lines are read, the guest agent is asked with virsh, and
+the caller still confirms through the VMI status.
 """
 
 from __future__ import annotations
@@ -15,14 +21,17 @@ from typing import Any
 from ..durations import whole_seconds
 from ..errors import Failed
 from ..targets import COMPUTE, Target
-from . import virsh_agent
-from .base import FREEZE, Options, Outcome, deadline_after, exec_plan, remaining
+from . import launcher_errors, virsh_agent
+from .base import FREEZE, Options, Outcome, exec_plan, kubevirt_safety_thaw, remaining
 
 NAME = "virt-freezer"
 BINARY = "/usr/bin/virt-freezer"
 
 # log messages after which exit 0 still means nothing was done
-_NOTHING_DONE = ("no guest agent", "not running", "domain is not running", "does not exist")
+_NOTHING_DONE = ("no guest agent", "no need to freeze/unfreeze", "not running", "does not exist")
+SUCCESS = "Operation completed successfully"
+# virt-freezer's answer to an agent that is not available during a freeze: it unfreezes first
+_UNFROZE_AFTER = "please make sure guest agent"
 
 
 def command(target: Target, action: str, options: Options) -> list[str]:
@@ -54,10 +63,12 @@ def _text(entry: dict) -> str:
 
 
 def outcome_from_run(exit_code: int | None, stderr: str, failure: str, target: Target, action: str,
-                     options: Options, timed_out: bool = False, broke: bool = False) -> Outcome:
+                     options: Options, timed_out: bool = False, broke: bool = False,
+                     before: str | None = None) -> Outcome:
+    """``before``: what the guest agent said just before a freeze (None: not known)."""
     verb = "freeze" if action == FREEZE else "thaw"
     logs = log_messages(stderr)
-    detail = {"exitCode": exit_code, "logs": logs[-10:]}
+    detail: dict[str, Any] = {"exitCode": exit_code, "logs": logs[-10:]}
     if timed_out:
         err = Failed(f"virt-freezer did not finish in time for {target.ref}")
         return Outcome(NAME, False, error=err, maybe_changed=True, detail=detail)
@@ -70,6 +81,12 @@ def outcome_from_run(exit_code: int | None, stderr: str, failure: str, target: T
         hint = "use --method freezer or --method api" if "not found" in why or "no such file" in why.lower() else None
         return Outcome(NAME, False, error=Failed(f"could not run {BINARY} in pod {target.pod_name} ({why})", hint),
                        detail=detail)
+    if exit_code == 2:
+        # pflag refused the command line (plain text, the error last, after the usage): nothing ran
+        last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "no message")
+        err = Failed(f"{BINARY} in pod {target.pod_name} refused its arguments (exit 2: {last})",
+                     "this virt-freezer differs from KubeVirt's; use --method api or --method freezer")
+        return Outcome(NAME, False, error=err, detail=detail)
     texts = [_text(e) for e in logs]
     for text in texts:
         low = text.lower()
@@ -79,14 +96,25 @@ def outcome_from_run(exit_code: int | None, stderr: str, failure: str, target: T
             err = Failed(f"virt-freezer did not {verb} {target.ref}: {text}", hint)
             return Outcome(NAME, False, error=err, detail=detail)
     if exit_code != 0:
-        errors = [_text(e) for e in logs if str(e.get("level", "")).lower() in ("error", "fatal")] or texts
-        why = errors[-1] if errors else f"exit code {exit_code}"
-        err = Failed(f"virt-freezer could not {verb} {target.ref}: {why}")
-        return Outcome(NAME, False, error=err, maybe_changed=action == FREEZE, detail=detail)
-    deadline = None
-    if action == FREEZE and options.unfreeze_timeout.total_seconds() > 0:
-        deadline = deadline_after(options.unfreeze_timeout)
-    return Outcome(NAME, True, safety_thaw_deadline=deadline, detail=detail)
+        errors = [e for e in logs if str(e.get("level", "")).lower() in ("error", "fatal")] or logs
+        last = errors[-1] if errors else {}
+        cause = launcher_errors.parse(str(last.get("reason") or ""))
+        why = str(last.get("msg") or f"exit code {exit_code}")
+        if cause is not None:
+            detail["launcher"] = cause.describe()
+            why = f"{why}: {cause.describe()}"
+        elif _text(last):
+            why = _text(last)
+        if _UNFROZE_AFTER in why:
+            why += ("; virt-freezer then asked for an unfreeze, which also cancels any safety thaw KubeVirt "
+                    "had armed for an earlier freeze")
+        err = Failed(f"virt-freezer could not {verb} {target.ref}: {why}", cause.hint if cause else None)
+        maybe = action == FREEZE and (cause.maybe_froze if cause else True)
+        return Outcome(NAME, False, error=err, maybe_changed=maybe, detail=detail)
+    # exit 0: "Operation completed successfully" is virt-freezer's word for it; the agent still decides
+    detail["completed"] = any(SUCCESS in text for text in texts)
+    outcome = Outcome(NAME, True, detail=detail)
+    return kubevirt_safety_thaw(outcome, target, options, before) if action == FREEZE else outcome
 
 
 class VirtFreezer:
@@ -97,10 +125,12 @@ class VirtFreezer:
 
     def run(self, kube, target: Target, action: str, options: Options, deadline: float) -> Outcome:
         started = time.monotonic()
+        # What the agent says before a freeze tells whether KubeVirt will arm a safety thaw.
+        before = virsh_agent.read(kube, target, timeout=remaining(deadline, 5.0))[0] if action == FREEZE else None
         result = kube.exec(target.namespace, target.pod_name, COMPUTE, command(target, action, options),
                            timeout=remaining(deadline, 5.0))
         outcome = outcome_from_run(result.exit_code, result.stderr, result.failure, target, action, options,
-                                   result.timed_out, result.broke)
+                                   result.timed_out, result.broke, before)
         if outcome.ok:
             # virt-freezer's exit 0 proves nothing: ask the guest agent itself, with virsh.
             outcome.agent_status, _ = virsh_agent.read(kube, target, timeout=remaining(deadline, 5.0))

@@ -34,8 +34,9 @@ class Backend(Protocol):
         for a failure to start (sent to the client as the channel-3 Status)."""
 
     async def freeze(self, vmi: dict, unfreeze_timeout_s: float) -> None:
-        """Freeze the guest's filesystems. Raise ApiError(409, "Conflict", ...) /
-        ApiError(400, "BadRequest", ...) as virt-api would; return for 202 Accepted."""
+        """Freeze the guest's filesystems (the route checked the phase and cut the timeout to
+        int32 seconds). Raise ApiError(500, "InternalError", ...) as virt-api would; return for
+        200 OK."""
 
     async def unfreeze(self, vmi: dict) -> None: ...
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from . import auth, discovery, errors, exec_ws, protobuf, requestinfo, tables
 from .audit import AuditEvent, AuditLog
-from .backend import Backend
+from .backend import Backend, vmi_conflict
 from .requestinfo import RequestInfo
 from .resources import Registry, Resource
 from .selectors import selector_matcher
@@ -35,6 +35,15 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 def error_response(error: errors.ApiError) -> web.Response:
     return json_response(error.status(), error.code)
+
+
+def go_int32_seconds(seconds: float) -> int:
+    """virt-handler's `int32(d.Seconds())`: fractions are cut; out of int32's range amd64's
+    CVTTSD2SL gives the "integer indefinite" -2^31, a negative timeout that the launcher arms
+    (it arms any timeout but 0) as a timer that fires at once."""
+    if -2**31 <= seconds < 2**31:
+        return int(seconds)
+    return -2**31
 
 
 def parse_go_duration(text: str) -> float:
@@ -295,24 +304,26 @@ class ApiApp:
         vmi = self.store.get("virtualmachineinstances", info.namespace, info.name)
         if info.subresource == "guestosinfo":
             return json_response(await self.backend.guestosinfo(vmi))
+        # virt-api checks the phase first (pkg/virt-api/rest/lifecycle.go), then proxies the
+        # body to virt-handler, whose 400s it answers as 500 InternalError. Success is 200 with
+        # an empty body: virt-handler's 202 is not passed on.
+        if (vmi.get("status") or {}).get("phase") != "Running":
+            raise vmi_conflict(vmi, "VMI is not running" if info.subresource == "unfreeze" else "VM is not running")
         if info.subresource == "unfreeze":
             await self.backend.unfreeze(vmi)
-            return web.Response(status=202)
+            return web.Response(status=200)
         raw = await request.read()
-        if not raw.strip():
-            raise errors.bad_request("Request with no body: unfreeze timeout is required")
         try:
-            body = json.loads(raw)
+            body = json.loads(raw) if raw.strip() else {}
             timeout_text = body.get("unfreezeTimeout") if isinstance(body, dict) else None
             timeout = None if timeout_text is None else parse_go_duration(str(timeout_text))
-        except ValueError as error:
-            raise errors.bad_request(f"Can not unmarshal Request body to struct, error: {error}")
+        except ValueError:
+            raise _handler_bad_request("failed to unmarshal unfreeze timeout") from None
         if timeout is None:
-            raise errors.bad_request("Unfreeze timeout is required")
-        if timeout < 0:
-            raise errors.bad_request("Unfreeze timeout must be positive")
-        await self.backend.freeze(vmi, timeout)
-        return web.Response(status=202)
+            raise _handler_bad_request("Unfreeze timeout in freeze request is not set")
+        # virt-handler: int32(d.Seconds()) -- fractions cut, an overflow fires the timer at once.
+        await self.backend.freeze(vmi, go_int32_seconds(timeout))
+        return web.Response(status=200)
 
     # ----- authorization reviews ---------------------------------------------------------
     async def _review(self, request: web.Request, user: auth.User, info: RequestInfo) -> web.Response:
@@ -322,3 +333,10 @@ class ApiApp:
         if info.resource == "selfsubjectaccessreviews":
             return json_response(auth.access_review(user, body), 201)
         return json_response(auth.rules_review(user, body), 201)
+
+
+def _handler_bad_request(message: str) -> errors.ApiError:
+    """virt-handler's 400 for a bad freeze body, as virt-api passes it on (500)."""
+    text = f"Internal error occurred: unexpected return code 400 (400 Bad Request), message: {message}"
+    return errors.ApiError(500, "InternalError", text,
+                           {"causes": [{"message": text.removeprefix("Internal error occurred: ")}]})

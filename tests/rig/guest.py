@@ -182,7 +182,13 @@ class Guest:
 
     def agent(self, command: str, timeout: float = 15.0) -> None:
         """Controls qemu-ga inside the guest: stop (SIGSTOP), cont, kill or start."""
-        line = f"agent-{command}"
+        self._control(f"agent-{command}", timeout)
+
+    def freeze_delay(self, seconds: int, timeout: float = 15.0) -> None:
+        """Every later freeze takes `seconds` longer (qemu-ga's fsfreeze hook sleeps); 0 ends it."""
+        self._control(f"freeze-delay-{int(seconds)}", timeout)
+
+    def _control(self, line: str, timeout: float) -> None:
         acks = self.console().count(f"KF-ACK {line}")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(self.control_socket))

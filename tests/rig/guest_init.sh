@@ -54,9 +54,18 @@ for port in /sys/class/virtio-ports/*; do
     fi
 done
 
+# qemu-ga runs this hook with "freeze" before it freezes: a slow freeze on demand (the control
+# command freeze-delay-N makes every freeze take N seconds more; freeze-delay-0 ends that).
+cat >/run/kf-fsfreeze-hook <<'HOOK'
+#!/bin/sh
+[ "$1" = freeze ] && [ -s /run/kf-freeze-delay ] && sleep "$(cat /run/kf-freeze-delay)"
+exit 0
+HOOK
+chmod 755 /run/kf-fsfreeze-hook
+
 start_agent() {
     [ -n "$agent_port" ] || return 0
-    qemu-ga -m virtio-serial -p "$agent_port" &
+    qemu-ga -m virtio-serial -p "$agent_port" -F/run/kf-fsfreeze-hook &
     echo $! >/run/kf-agent.pid
 }
 
@@ -72,6 +81,7 @@ while read -r command; do
         agent-cont) kill -CONT "$pid" ;;
         agent-kill) kill -KILL "$pid"; rm -f /run/kf-agent.pid ;;
         agent-start) start_agent ;;
+        freeze-delay-*) echo "${command#freeze-delay-}" >/run/kf-freeze-delay ;;
         *) echo "KF-NACK $command"; continue ;;
     esac
     echo "KF-ACK $command"

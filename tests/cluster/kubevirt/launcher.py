@@ -25,7 +25,7 @@ VSS_LIMIT_S = 10.0
 
 
 class LauncherError(Exception):
-    """A failure virt-launcher reports back (virt-api answers it as 400)."""
+    """A failure virt-launcher reports back (virt-api answers it as 500: cmdclient.py)."""
 
     def __init__(self, message: str, libvirt_code: int = 0):
         super().__init__(message)
@@ -91,7 +91,8 @@ class Launcher:
             self._agent("guest-fsfreeze-freeze", FREEZE_AGENT_TIMEOUT_S)
             self._vss_expired = False
             self._cancel_timers()
-            if unfreeze_timeout_s > 0:
+            # KubeVirt arms any timeout but 0: a negative one (virt-handler's int32 overflow) fires at once.
+            if unfreeze_timeout_s != 0:
                 self._timer = self._start_timer(unfreeze_timeout_s, self._safety_unfreeze)
             if self.windows:
                 self._vss_timer = self._start_timer(VSS_LIMIT_S, self._vss_release)

@@ -13,7 +13,11 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from .cmdclient import command_failed
 from .launcher import Launcher, LauncherError
+
+# The qemu-guest-agent version GetGuestInfo reports (Debian 12's).
+GA_VERSION = "7.2.22"
 
 
 class LauncherSocket:
@@ -26,7 +30,11 @@ class LauncherSocket:
                 try:
                     request = json.loads(self.rfile.readline() or b"{}")
                     reply = _serve(launcher_ref, agent_ref, request)
-                except (ValueError, LauncherError) as e:
+                except LauncherError as e:
+                    # what the cmd client returns for a failed command: virt-freezer logs it as is
+                    command = {"freeze": "Freeze", "unfreeze": "Unfreeze"}.get(request.get("op"), "Unknown")
+                    reply = {"ok": False, "error": command_failed(command, e)}
+                except ValueError as e:
                     reply = {"ok": False, "error": str(e)}
                 self.wfile.write(json.dumps(reply).encode() + b"\n")
 
@@ -48,7 +56,11 @@ class LauncherSocket:
 def _serve(launcher: Launcher, agent_connected: Callable[[], bool], request: dict) -> dict:
     op = request.get("op")
     if op == "info":
-        return {"ok": True, "running": launcher.is_running(), "agent": agent_connected()}
+        # GetGuestInfo's GAVersion is empty without a connected agent; GetDomain gives the state.
+        agent = agent_connected()
+        return {"ok": True, "running": launcher.is_running(), "agent": agent,
+                "gaVersion": GA_VERSION if agent else "",
+                "os": ("Microsoft Windows Server 2022" if launcher.windows else "Debian GNU/Linux") if agent else ""}
     if op == "freeze":
         launcher.freeze(float(request.get("unfreezeTimeoutSeconds", 300)))
         return {"ok": True}

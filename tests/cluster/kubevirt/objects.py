@@ -198,7 +198,11 @@ def set_condition(vmi_obj: dict, ctype: str, present: bool, reason: str = "") ->
         return      # unchanged: keep lastTransitionTime, write nothing
     conditions = [c for c in vmi_obj["status"].get("conditions", []) if c["type"] != ctype]
     if present:
-        conditions.append({"type": ctype, "status": "True", "lastTransitionTime": now(),
+        # virt-handler (pkg/virt-handler/vm.go) stamps AgentConnected with lastProbeTime only: its
+        # lastTransitionTime is a zero metav1.Time, which serialises as null.
+        stamp = ({"lastProbeTime": now(), "lastTransitionTime": None} if ctype == "AgentConnected"
+                 else {"lastTransitionTime": now()})
+        conditions.append({"type": ctype, "status": "True", **stamp,
                            **({"reason": reason} if reason else {})})
     vmi_obj["status"]["conditions"] = conditions
 
