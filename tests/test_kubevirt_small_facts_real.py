@@ -49,7 +49,7 @@ def test_an_unfreeze_timeout_beyond_int32_seconds_is_refused_before_anything_is_
     out = cluster.kubectl("freeze", "vm", "vm1", "--method", "api", "--unfreeze-timeout", "600000h")
     assert out.returncode == EXIT_USAGE, out.stderr
     line = error_line(out)
-    assert line.startswith("error: --unfreeze-timeout 600000h is more than KubeVirt can keep (2147483647 s"), line
+    assert line.startswith("error: --unfreeze-timeout 600000h is longer than KubeVirt can hold (2147483647 s"), line
     assert requests_since(cluster, mark) == []
     assert cluster.guests["vm1"].agent_status() == "thawed"
 
