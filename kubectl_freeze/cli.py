@@ -249,7 +249,8 @@ def _act(action: str, names, selector, common: Common, method: str, timeout: str
         printer.data(output.plan_text(data))
     elif fmt == "name":
         printer.data(output.names([i for i in data["items"] if i["ok"]]))
-    elif len(data["items"]) > 1 or data["items"][0]["ok"] or data["items"][0]["result"] == "unconfirmed":
+    elif len(data["items"]) > 1 or data["items"][0]["ok"] or data["items"][0]["result"] == "unconfirmed" \
+            or data["items"][0].get("held") is False:
         printer.data(output.report_table(data, wide=fmt == "wide", no_headers=common.no_headers,
                                          color=printer.color_out))
     error = summary_error(report)

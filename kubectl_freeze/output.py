@@ -154,6 +154,8 @@ def report_table(report: dict, wide: bool = False, no_headers: bool = False, col
         result = item["result"]
         if item.get("rollback"):
             result = f"{result} ({item['rollback']['result']})" if item["result"] != "rolled-back" else result
+        if item.get("held") is False:
+            result = f"{result} (freeze did not hold)"
         row = [item["name"], result, confirmed_text(item), item.get("method") or "-",
                seconds_text((item.get("timings") or {}).get("totalMs"))]
         if wide:

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from . import events
 from .durations import human, to_go
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNCONFIRMED, Failed, Interrupted, PluginError, Unconfirmed
+from .errors import (EXIT_FAILED, EXIT_NOT_HELD, EXIT_OK, EXIT_UNCONFIRMED, Failed, Interrupted, NotHeld,
+                     PluginError, Unconfirmed)
 from .methods import AUTO, FREEZE, UNFREEZE, Options, Outcome, get
 from .methods.auto import Prober, choose, explain
 from .targets import Target
@@ -54,6 +55,7 @@ class VmResult:
     warnings: list[str] = field(default_factory=list)
     plan: dict[str, Any] | None = None
     rollback: "VmResult | None" = None
+    held: bool | None = None    # thaw: False when the freeze it ended had not held (Windows VSS)
 
     @property
     def want(self) -> str:
@@ -89,7 +91,8 @@ class VmResult:
             "name": self.target.name,
             "action": self.action,
             "result": self.state,
-            "ok": self.state in (FROZEN, THAWED, PLANNED),
+            "ok": self.state in (FROZEN, THAWED, PLANNED) and self.held is not False,
+            "held": self.held,
             "method": self.method or None,
             "methodReason": self.method_reason or None,
             "pod": self.target.pod_name,
@@ -142,6 +145,8 @@ class Report:
     def exit_code(self) -> int:
         if any(r.failed for r in self.results):
             return EXIT_FAILED
+        if any(r.held is False for r in self.results):
+            return EXIT_NOT_HELD
         if any(r.state == UNCONFIRMED for r in self.results):
             return EXIT_UNCONFIRMED
         return EXIT_OK
@@ -258,6 +263,14 @@ class Runner:
                 result.state = result.want
         except PluginError as exc:
             result.state, result.error = FAILED, exc
+        if result.state in (THAWED, UNCONFIRMED) and result.outcome and result.outcome.held is False:
+            # The thaw worked, but what was backed up during the freeze is not consistent: not a
+            # success with a warning (KubeVirt counts it a failed quiesce too).
+            result.held = False
+            result.error = NotHeld(
+                f"the freeze of {target.ref} did not hold: a backup taken after 10 s is not consistent "
+                f"(Windows VSS lets go of the writes about 10 s after the freeze; the guest is thawed now)",
+                "redo the backup within 10 s of the freeze")
         result.timings["totalMs"] = _ms(started)
         self._record(result)
         return result
@@ -281,11 +294,12 @@ class Runner:
             self.opts.who,
             result.method or self.opts.method,
             deadline,
-            "" if ok else (result.error.line() if result.error else ""),
+            result.error.line() if result.error and (not ok or result.held is False) else "",
         )
         annotations = {"method": result.method or self.opts.method, "who": self.opts.who,
                        "safety-thaw-deadline": deadline if reason == events.FROZEN else None}
-        warning = events.post(self.kube, result.target.vmi, reason, message, warning=not ok or rollback,
+        warning = events.post(self.kube, result.target.vmi, reason, message,
+                              warning=not ok or rollback or result.held is False,
                               annotations=annotations)
         if warning:
             result.warnings.append(warning)

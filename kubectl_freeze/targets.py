@@ -119,6 +119,10 @@ def migration_in_progress(vmi: dict) -> dict | None:
     return None
 
 
+# Windows' VSS holds the writes of a freeze for about 10 s, then lets go (the agent still says frozen).
+VSS_HOLD_S = 10.0
+
+
 def is_windows(vmi: dict) -> bool:
     info = _status(vmi).get("guestOSInfo") or {}
     return info.get("id", "").lower() == "mswindows" or "windows" in str(info.get("name", "")).lower()
@@ -174,7 +178,8 @@ def preflight(vmi: dict, action: str) -> list[str]:
     if action == FREEZE and is_windows(vmi):
         warnings.append(
             f"{where} runs Windows: VSS holds a freeze for only about 10 seconds, "
-            "after which the guest thaws by itself"
+            "after which writes go on while the guest agent still says frozen; take the backup within "
+            "10 s (the unfreeze exits 4 when the freeze did not hold)"
         )
     return warnings
 

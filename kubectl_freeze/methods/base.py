@@ -36,6 +36,8 @@ class Outcome:
     safety_thaw_deadline: str | None = None  # RFC 3339, when known
     error: PluginError | None = None
     maybe_changed: bool = False  # failed, but the guest may have changed anyway (e.g. agent timeout)
+    # thaw only: False when the freeze it ended had not held (Windows VSS let go of the writes)
+    held: bool | None = None
     elapsed_ms: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
 

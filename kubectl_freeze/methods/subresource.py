@@ -36,8 +36,9 @@ VSS_RELEASED = "limited up to 10 seconds"
 def outcome_from_error(exc: KubeError, target: Target, action: str) -> Outcome:
     verb = "freeze" if action == FREEZE else "thaw"
     if action != FREEZE and VSS_RELEASED in exc.message:
-        # Nothing left to thaw: VSS already let the guest go. The VMI status watch confirms it.
-        return Outcome(NAME, True, already=True, detail={"httpStatus": exc.status, "vss": exc.message})
+        # qemu-ga for Windows thawed (it leaves its frozen state) but says VSS had let go of the
+        # writes long before: the thaw worked, the freeze did not hold. The VMI status confirms the thaw.
+        return Outcome(NAME, True, held=False, detail={"httpStatus": exc.status, "vss": exc.message})
     if exc.status == 409:
         err = Failed(f"KubeVirt refused to {verb} {target.ref}: {exc.message}", "is the VMI still running?")
     elif exc.status == 400:

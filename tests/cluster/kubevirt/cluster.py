@@ -168,6 +168,13 @@ class SimCluster:
             self.store.mutate("virtualmachines", namespace, name, lambda o: o["status"].update(
                 printableStatus="Paused" if paused else "Running"))
 
+    def set_windows(self, namespace: str, name: str, windows: bool) -> None:
+        """The VMI reports a Windows guest (status.guestOSInfo) and its launcher answers as
+        qemu-ga for Windows does (VSS: see Launcher.windows)."""
+        self.vmis[(namespace, name)].launcher.windows = windows
+        self.store.mutate("virtualmachineinstances", namespace, name, lambda o: o["status"].update(
+            guestOSInfo=dict(objects.WINDOWS_OS if windows else objects.LINUX_OS)))
+
     def start_migration(self, namespace: str, name: str) -> dict:
         """A live migration that has started and is not done: a target pod on another node."""
         sim = self.vmis[(namespace, name)]
