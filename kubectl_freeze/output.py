@@ -26,6 +26,7 @@ _STYLES = {
     "rolled-back": "red",
     "unconfirmed": "yellow",
     "planned": "blue",
+    "skipped": "yellow",
     "connected": "green",
     "none": "yellow",
 }
@@ -156,6 +157,8 @@ def report_table(report: dict, wide: bool = False, no_headers: bool = False, col
             result = f"{result} ({item['rollback']['result']})" if item["result"] != "rolled-back" else result
         if item.get("held") is False:
             result = f"{result} (freeze did not hold)"
+        if item.get("skipped"):
+            result = f"{result} ({item['skipped'].split(':')[0]})"
         row = [item["name"], result, confirmed_text(item), item.get("method") or "-",
                seconds_text((item.get("timings") or {}).get("totalMs"))]
         if wide:
@@ -175,6 +178,9 @@ def plan_text(report: dict) -> str:
         ref = f"{item['namespace']}/{item['name']}"
         if item.get("error"):
             lines.append(f"{ref}: would fail: {item['error']['message']}")
+            continue
+        if item.get("skipped"):
+            lines.append(f"{ref}: would skip it: {item['skipped']}")
             continue
         plan = item.get("plan") or {}
         why = f" ({item['methodReason']})" if item.get("methodReason") else ""

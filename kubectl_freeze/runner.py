@@ -20,13 +20,14 @@ from .errors import (EXIT_FAILED, EXIT_NOT_HELD, EXIT_OK, EXIT_UNCONFIRMED, Fail
                      PluginError, Unconfirmed)
 from .methods import AUTO, FREEZE, UNFREEZE, Options, Outcome, get
 from .methods.auto import Prober, choose, explain
-from .targets import Target
+from .targets import Target, is_paused
 from .watch import FROZEN, THAWED, WatchResult, describe, reached, wait_for_status
 
 FAILED = "failed"
 UNCONFIRMED = "unconfirmed"
 PLANNED = "planned"
 ROLLED_BACK = "rolled-back"
+SKIPPED = "skipped"     # --skip-paused: left alone, nothing was sent for it
 
 
 @dataclass
@@ -93,6 +94,7 @@ class VmResult:
             "result": self.state,
             "ok": self.state in (FROZEN, THAWED, PLANNED) and self.held is not False,
             "held": self.held,
+            "skipped": self.target.skipped or None,
             "method": self.method or None,
             "methodReason": self.method_reason or None,
             "pod": self.target.pod_name,
@@ -262,7 +264,7 @@ class Runner:
             else:
                 result.state = result.want
         except PluginError as exc:
-            result.state, result.error = FAILED, exc
+            result.state, result.error = FAILED, _paused_thaw(target, exc) if action == UNFREEZE else exc
         if result.state in (THAWED, UNCONFIRMED) and result.outcome and result.outcome.held is False:
             # The thaw worked, but what was backed up during the freeze is not consistent: not a
             # success with a warning (KubeVirt counts it a failed quiesce too).
@@ -343,6 +345,16 @@ class Runner:
         return chosen
 
     def run(self, targets: list[Target]) -> Report:
+        """Act on every target but the skipped ones (--skip-paused), which are reported as such,
+        in the order given."""
+        skipped = {t.ref: VmResult(t, self.opts.action, state=SKIPPED) for t in targets if t.skipped}
+        active = [t for t in targets if not t.skipped]
+        report = self._run(active) if active else Report(self.opts.action, [], dry_run=self.opts.dry_run)
+        done = {r.target.ref: r for r in report.results}
+        report.results = [skipped.get(t.ref) or done[t.ref] for t in targets]
+        return report
+
+    def _run(self, targets: list[Target]) -> Report:
         action = self.opts.action
         if self.opts.dry_run:
             return Report(action, self._map(self.plan_one, targets), dry_run=True)
@@ -444,6 +456,16 @@ class Runner:
         back.timings["totalMs"] = _ms(started)
         self._record(back, rollback=True)
         return back
+
+
+def _paused_thaw(target: Target, exc: PluginError) -> PluginError:
+    """A thaw of a paused guest fails at once (libvirt: "domain is not running"): say why, and
+    what to do, rather than leave the user to decode it."""
+    if not is_paused(target.vmi):
+        return exc
+    return Failed(f"{target.ref} is paused, so it cannot be thawed now ({exc.message})",
+                  f"its filesystems stay as they are until it runs: unpause it (virtctl unpause vm {target.name} "
+                  f"-n {target.namespace}), then run kubectl unfreeze vm {target.name} -n {target.namespace} again")
 
 
 def summary_error(report: Report) -> str | None:

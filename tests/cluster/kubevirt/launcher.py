@@ -80,21 +80,30 @@ class Launcher:
         return str(self._agent("guest-fsfreeze-status", QUERY_AGENT_TIMEOUT_S))
 
     def is_running(self) -> bool:
+        return self._state() == "running"
+
+    def _state(self) -> str | None:
+        """"running", "paused", "other", or None when the domain cannot be found."""
         import libvirt
 
         try:
             conn, dom = self._dom()
         except LauncherError:
-            return False
+            return None
         try:
-            return dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+            state = dom.state()[0]
         finally:
             conn.close()
+        return {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "other")
 
     def freeze(self, unfreeze_timeout_s: float) -> None:
         with self._lock:
             if self.migrating():
                 raise LauncherError("VMI is currently during migration")
+            if self._state() == "paused":
+                # KubeVirt 1.6+ (PR #15001, backported to 1.5) counts a freeze of a paused VMI a
+                # success: nothing is frozen or flushed, and no safety timer is armed.
+                return
             if self.fsfreeze_status() == "frozen":
                 return
             self._agent("guest-fsfreeze-freeze", FREEZE_AGENT_TIMEOUT_S)
