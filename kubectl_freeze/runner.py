@@ -298,7 +298,9 @@ class Runner:
             deadline,
             result.error.line() if result.error and (not ok or result.held is False) else "",
         )
+        # The pod matters after a live migration: the safety thaw lives in the pod that froze.
         annotations = {"method": result.method or self.opts.method, "who": self.opts.who,
+                       "pod": result.target.pod_name,
                        "safety-thaw-deadline": deadline if reason == events.FROZEN else None}
         warning = events.post(self.kube, result.target.vmi, reason, message,
                               warning=not ok or rollback or result.held is False,

@@ -181,14 +181,45 @@ class SimCluster:
         sim.migrating = True
         vmi = self.vmi(namespace, name)
         job = str(uuid.uuid4())
-        target = self._add_pod(sim, vmi, OTHER_NODE, "python", migration_job=job)
+        source_node = vmi["status"]["nodeName"]
+        target_node = OTHER_NODE if source_node == NODE else NODE
+        target = self._add_pod(sim, vmi, target_node, "python", migration_job=job)
 
         def update(o: dict) -> None:
-            o["status"]["activePods"][target["metadata"]["uid"]] = OTHER_NODE
+            o["status"]["activePods"][target["metadata"]["uid"]] = target_node
             o["status"]["migrationState"] = {
                 "sourcePod": sim.pods[0], "targetPod": target["metadata"]["name"],
-                "sourceNode": NODE, "targetNode": OTHER_NODE, "migrationUid": job,
+                "sourceNode": source_node, "targetNode": target_node, "migrationUid": job,
                 "startTimestamp": objects.now(), "completed": False, "failed": False}
+        self.store.mutate("virtualmachineinstances", namespace, name, update)
+        return target
+
+    def complete_migration(self, namespace: str, name: str) -> str:
+        """The live migration started by start_migration() succeeds: the target pod on the other node
+        becomes KubeVirt's current pod, migrationState is completed, and the source pod is gone with
+        everything that lived only in it (virt-launcher's safety timer, the processes exec left
+        running there, such as the freezer's watchdog). The rig's domain itself stays where it
+        is, frozen or not, as a migrated guest arrives as it left. Returns the new pod's name."""
+        sim = self.vmis[(namespace, name)]
+        vmi = self.vmi(namespace, name)
+        state = vmi["status"]["migrationState"]
+        source, target = state["sourcePod"], state["targetPod"]
+        sim.launcher.close()                 # the source launcher process ends: its timer with it
+        sandbox = self.backend.sandboxes.pop((namespace, source), None)
+        if sandbox is not None:
+            kill_instance_processes(self.instance, sandbox)
+        index = sim.pods.index(source)
+        sim.sockets.pop(index).close()
+        sim.pods.pop(index)
+        source_uid = self.store.get("pods", namespace, source)["metadata"]["uid"]
+        self.store.delete("pods", namespace, source)       # completed, then removed by KubeVirt
+        sim.migrating = False
+
+        def update(o: dict) -> None:
+            o["status"]["nodeName"] = state["targetNode"]
+            o["metadata"]["labels"]["kubevirt.io/nodeName"] = state["targetNode"]
+            o["status"]["activePods"].pop(source_uid, None)
+            o["status"]["migrationState"].update(completed=True, endTimestamp=objects.now())
         self.store.mutate("virtualmachineinstances", namespace, name, update)
         return target
 
