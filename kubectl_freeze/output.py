@@ -225,7 +225,8 @@ def status_table(rows: list[dict], all_namespaces: bool = False, wide: bool = Fa
             "PHASE": row["phase"] + (" (paused)" if row.get("paused") else "")
             + (" (migrating)" if row.get("migrating") else ""),
             "AGENT": row["agent"],
-            "FREEZE": "frozen, no safety thaw" if row.get("noSafetyThaw") else row["freeze"],
+            "FREEZE": "frozen, no safety thaw" if row.get("noSafetyThaw") else
+            "frozen, not held (VSS)" if row.get("held") is False else row["freeze"],
             "LIVE": (row.get("live") or {}).get("status") or "?",
             "SINCE": age(row.get("since")) if row.get("since") else "-",
             "NODE": row.get("node") or "-",
@@ -254,6 +255,8 @@ def status_detail(row: dict, color: bool = False) -> str:
          + (f" since {row['agentSince']}" if row.get("agentSince") else "")),
         ("Freeze (VMI status)", paint(row["freeze"], _STYLES.get(row["freeze"]), color)
          + (", no safety thaw" if row.get("noSafetyThaw") else "")
+         + (", but not held: Windows VSS let go of the writes about 10s after the freeze"
+            if row.get("held") is False else "")
          + (f" since {row['since']} ({age(row['since'])} ago)" if row.get("since") else "")),
     ]
     safety = row.get("safetyThawDeadline")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 from . import events
 from .errors import PluginError, UsageError
@@ -16,6 +17,7 @@ from .methods import bundled, virsh_agent
 from .methods.auto import Prober
 from .targets import (
     LAUNCHER_SELECTOR,
+    VSS_HOLD_S,
     Target,
     agent_connected,
     condition,
@@ -64,6 +66,9 @@ def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
     migration = migration_in_progress(vmi)
     pod_name = ((pod or {}).get("metadata") or {}).get("name")
     lost = safety_thaw_lost(vmi, pod_name, event) if state == "frozen" and since else None
+    # Windows: the agent (so the VMI status) says frozen until the thaw, but VSS let the writes go
+    # about 10 s after the freeze.
+    vss_let_go = bool(state == "frozen" and since and is_windows(vmi) and _older_than(since, VSS_HOLD_S))
     return {
         "namespace": meta.get("namespace"),
         "name": meta.get("name"),
@@ -81,6 +86,7 @@ def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
         "safetyThawDeadline": events.annotation(event, "safety-thaw-deadline") if state == "frozen" and since
         and not lost else None,
         "noSafetyThaw": lost,
+        "held": False if vss_let_go else None,
         "lastAction": None if not event else {
             "reason": reason,
             "time": events.timestamp(event),
@@ -90,6 +96,14 @@ def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
         },
         "live": None,
     }
+
+
+def _older_than(stamp: str, seconds: float) -> bool:
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (datetime.now(timezone.utc) - when).total_seconds() > seconds
 
 
 def _lookup_pod(vmi: dict, pods: list[dict]) -> dict | None:

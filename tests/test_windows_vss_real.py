@@ -107,3 +107,16 @@ def test_a_thaw_within_the_vss_window_is_a_plain_thaw(windows, method):
     result = item(as_json(ok(cluster.kubectl("unfreeze", "vm", vm, "--method", method, "-o", "json"))), vm)
     assert result["result"] == "thawed" and result["ok"] is True and result["held"] is None
     assert cluster.guests[vm].agent_status() == "thawed"
+
+
+def test_status_shows_a_windows_freeze_older_than_10_s_as_not_held(windows):
+    cluster = windows
+    ok(cluster.kubectl("freeze", "vm", "vm1", "--method", "api"))
+    fresh = item(as_json(ok(cluster.kubectl("freeze", "status", "vm1", "-o", "json"))), "vm1")
+    assert fresh["freeze"] == "frozen" and fresh["held"] is None
+    time.sleep(11)
+    rows = table(ok(cluster.kubectl("freeze", "status")).stdout)
+    assert [r["FREEZE"] for r in rows if r["NAME"] == "vm1"] == ["frozen, not held (VSS)"]
+    late = item(as_json(ok(cluster.kubectl("freeze", "status", "vm1", "-o", "json"))), "vm1")
+    assert late["freeze"] == "frozen" and late["held"] is False
+    assert "but not held: Windows VSS let go" in ok(cluster.kubectl("freeze", "status", "vm1")).stdout
