@@ -100,6 +100,10 @@ NoWait = Annotated[bool, typer.Option("--no-wait", help="Do not wait for the VMI
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan (pod, method, command or request); "
                                                         "change nothing.")]
 Parallel = Annotated[int, typer.Option("--parallel", metavar="N", help="How many VMs to handle at once.")]
+SkipPaused = Annotated[bool, typer.Option("--skip-paused", help=(
+    "Leave paused VMs alone instead of refusing the run, and report each as skipped: a paused guest writes "
+    "nothing, but it is not flushed, so its snapshot is crash-consistent only. An unfreeze skips a paused VM "
+    "only when its VMI status does not show it frozen."))]
 
 
 @dataclass
@@ -201,7 +205,7 @@ def _check_mountpoints(mountpoints: Optional[List[str]], method: str) -> list[st
 
 def _act(action: str, names, selector, common: Common, method: str, timeout: str, no_wait: bool, dry_run: bool,
          parallel: int, unfreeze_timeout: Optional[str] = None, no_safety_thaw: bool = False,
-         mountpoints: Optional[List[str]] = None) -> int:
+         mountpoints: Optional[List[str]] = None, skip_paused: bool = False) -> int:
     """freeze vm / unfreeze vm: validate everything, then resolve, act, report."""
     fmt = common.validate()
     command = "freeze" if action == "freeze" else "unfreeze"
@@ -229,7 +233,7 @@ def _act(action: str, names, selector, common: Common, method: str, timeout: str
     kube = Kube(cluster)
     try:
         started = time.monotonic()
-        targets = resolve_targets(kube, cluster.namespace, parsed, selector, action)
+        targets = resolve_targets(kube, cluster.namespace, parsed, selector, action, skip_paused=skip_paused)
         resolve_ms = int((time.monotonic() - started) * 1000)
         for target in targets:
             for warning in target.warnings:
@@ -251,7 +255,8 @@ def _act(action: str, names, selector, common: Common, method: str, timeout: str
         printer.data(output.plan_text(data))
     elif fmt == "name":
         printer.data(output.names([i for i in data["items"] if i["ok"]]))
-    elif len(data["items"]) > 1 or data["items"][0]["ok"] or data["items"][0]["result"] == "unconfirmed":
+    elif len(data["items"]) > 1 or data["items"][0]["ok"] or data["items"][0]["result"] == "unconfirmed" \
+            or data["items"][0].get("held") is False:
         printer.data(output.report_table(data, wide=fmt == "wide", no_headers=common.no_headers,
                                          color=printer.color_out))
     error = summary_error(report)
@@ -311,6 +316,7 @@ def freeze_vm(
     no_wait: NoWait = False,
     dry_run: DryRun = False,
     parallel: Parallel = 4,
+    skip_paused: SkipPaused = False,
     common: Optional[Common] = None,
 ) -> int:
     """Freeze the filesystems of running VMs (all or none).
@@ -319,7 +325,7 @@ def freeze_vm(
     thawed again. A safety thaw (default 5m) thaws the guest if nobody does.
     """
     return _act("freeze", names, selector, common, method, timeout, no_wait, dry_run, parallel,
-                unfreeze_timeout, no_safety_thaw, mountpoint)
+                unfreeze_timeout, no_safety_thaw, mountpoint, skip_paused)
 
 
 @with_common_options
@@ -331,10 +337,12 @@ def unfreeze_vm(
     no_wait: NoWait = False,
     dry_run: DryRun = False,
     parallel: Parallel = 4,
+    skip_paused: SkipPaused = False,
     common: Optional[Common] = None,
 ) -> int:
     """Thaw the filesystems of VMs; returns once the VMI status no longer shows them frozen."""
-    return _act("unfreeze", names, selector, common, method, timeout, no_wait, dry_run, parallel)
+    return _act("unfreeze", names, selector, common, method, timeout, no_wait, dry_run, parallel,
+                skip_paused=skip_paused)
 
 
 @with_common_options

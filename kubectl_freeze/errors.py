@@ -8,6 +8,9 @@ Exit codes (documented in ``kubectl freeze --help`` too):
 2     usage: bad flag, name, duration or selector; nothing was sent
 3     unconfirmed: the action was carried out but its result could not be
       confirmed before ``--timeout`` ran out (the message says what was seen)
+4     not held: the thaw worked, but the freeze it ended had not held (Windows
+      VSS lets go of the writes after about 10 s): a backup taken after that
+      is not consistent
 130   interrupted (Ctrl-C or SIGTERM): a freeze under way was undone; the
       message names what was thawed again and anything not confirmed thawed
 ====  =====================================================================
@@ -22,6 +25,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNCONFIRMED = 3
+EXIT_NOT_HELD = 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 EXIT_CODES = {
@@ -29,6 +33,8 @@ EXIT_CODES = {
     EXIT_FAILED: "failed: nothing was changed, or the change was undone",
     EXIT_USAGE: "usage error (bad flag, name, duration or selector); nothing was sent",
     EXIT_UNCONFIRMED: "done, but the result could not be confirmed before --timeout",
+    EXIT_NOT_HELD: "thawed, but the freeze did not hold (Windows VSS let go after about 10s): "
+                   "a backup taken after 10s is not consistent",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); a freeze under way was undone",
 }
 
@@ -75,6 +81,13 @@ class Unconfirmed(PluginError):
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(EXIT_UNCONFIRMED, message, hint)
+
+
+class NotHeld(PluginError):
+    """Thawed, but the freeze had not held until the thaw (exit 4): the backup is not consistent."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(EXIT_NOT_HELD, message, hint)
 
 
 def format_error_line(message: str) -> str:

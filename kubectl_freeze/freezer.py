@@ -91,7 +91,8 @@ already frozen), ``mountpoints`` ([str], empty = all), ``agent_timeout_s``, ``st
 "frozen"|"thawed"|"unknown"), ``safety_thaw`` (null or {"timeout_s", "deadline" (RFC 3339 UTC),
 "remaining_s", "pid", "pid_alive"}), ``replaced_safety_thaw`` (the superseded one, same shape, or null).
 thaw: ``status_before``, ``already``, ``filesystems`` (count thawed; null when already thawed),
-``agent_timeout_s``, ``status``, ``cancelled_safety_thaw`` (same shape as ``safety_thaw``, or null).
+``agent_timeout_s``, ``status``, ``cancelled_safety_thaw`` (same shape as ``safety_thaw``, or null),
+``held`` (only when false: a Windows agent thawed but said VSS had let go of the writes before).
 status: ``status``, ``safety_thaw`` (or null), ``last_safety_thaw`` (the watchdog's last log line or null:
 {"event": "safety-thaw", "domain", "uri", "token", "pid", "attempt", "deadline", "fired_at",
 "late_ms", "ok", "filesystems"?, "error"?}).
@@ -951,8 +952,9 @@ def run_thaw(opts: Options, report: Report) -> None:
             except FreezerError as err:
                 if VSS_RELEASED not in err.message:
                     raise
-                # A Windows guest's VSS holds a freeze ~10 s, then lets go by itself.
-                report["already"] = True
+                # A Windows guest's VSS holds a freeze ~10 s, then lets go by itself; its agent still
+                # thaws (leaves its frozen state), so the thaw worked but the freeze did not hold.
+                report["held"] = False
                 warn(report, "Windows VSS had already released the freeze: %s" % err.message)
         confirm_status(session, opts, report, "thawed")
         # Only now: a failed thaw keeps its safety thaw as the next chance.

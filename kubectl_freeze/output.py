@@ -26,6 +26,7 @@ _STYLES = {
     "rolled-back": "red",
     "unconfirmed": "yellow",
     "planned": "blue",
+    "skipped": "yellow",
     "connected": "green",
     "none": "yellow",
 }
@@ -64,7 +65,7 @@ def render_table(headers: list[str], rows: list[list[Any]], no_headers: bool = F
             pad = " " * (widths[col] - len(value)) if col < len(row) - 1 else ""
             shown = value
             if not is_header and col in colored:
-                shown = paint(value, _STYLES.get(value.split(" ")[0]), color)
+                shown = paint(value, _STYLES.get(value.split(" ")[0].rstrip(",")), color)
             parts.append(shown + pad)
         lines.append("   ".join(parts).rstrip())
     return "\n".join(lines) + "\n"
@@ -154,6 +155,10 @@ def report_table(report: dict, wide: bool = False, no_headers: bool = False, col
         result = item["result"]
         if item.get("rollback"):
             result = f"{result} ({item['rollback']['result']})" if item["result"] != "rolled-back" else result
+        if item.get("held") is False:
+            result = f"{result} (freeze did not hold)"
+        if item.get("skipped"):
+            result = f"{result} ({item['skipped'].split(':')[0]})"
         row = [item["name"], result, confirmed_text(item), item.get("method") or "-",
                seconds_text((item.get("timings") or {}).get("totalMs"))]
         if wide:
@@ -173,6 +178,9 @@ def plan_text(report: dict) -> str:
         ref = f"{item['namespace']}/{item['name']}"
         if item.get("error"):
             lines.append(f"{ref}: would fail: {item['error']['message']}")
+            continue
+        if item.get("skipped"):
+            lines.append(f"{ref}: would skip it: {item['skipped']}")
             continue
         plan = item.get("plan") or {}
         why = f" ({item['methodReason']})" if item.get("methodReason") else ""
@@ -217,13 +225,14 @@ def status_table(rows: list[dict], all_namespaces: bool = False, wide: bool = Fa
             "PHASE": row["phase"] + (" (paused)" if row.get("paused") else "")
             + (" (migrating)" if row.get("migrating") else ""),
             "AGENT": row["agent"],
-            "FREEZE": row["freeze"],
+            "FREEZE": "frozen, no safety thaw" if row.get("noSafetyThaw") else
+            "frozen, not held (VSS)" if row.get("held") is False else row["freeze"],
             "LIVE": (row.get("live") or {}).get("status") or "?",
             "SINCE": age(row.get("since")) if row.get("since") else "-",
             "NODE": row.get("node") or "-",
             "POD": row.get("pod") or "-",
             "OS": row.get("os") or "-",
-            "SAFETY THAW": until(safety) if safety else "-",
+            "SAFETY THAW": until(safety) if safety else "none (migrated)" if row.get("noSafetyThaw") else "-",
             "LAST ACTION": f"{last.get('reason')} {age(last.get('time'))} ago" if last else "-",
         }
         rows_out.append([cells[h] for h in headers])
@@ -245,6 +254,9 @@ def status_detail(row: dict, color: bool = False) -> str:
         ("Guest agent", paint(row["agent"], _STYLES.get(row["agent"]), color)
          + (f" since {row['agentSince']}" if row.get("agentSince") else "")),
         ("Freeze (VMI status)", paint(row["freeze"], _STYLES.get(row["freeze"]), color)
+         + (", no safety thaw" if row.get("noSafetyThaw") else "")
+         + (", but not held: Windows VSS let go of the writes about 10s after the freeze"
+            if row.get("held") is False else "")
          + (f" since {row['since']} ({age(row['since'])} ago)" if row.get("since") else "")),
     ]
     safety = row.get("safetyThawDeadline")
@@ -254,6 +266,8 @@ def status_detail(row: dict, color: bool = False) -> str:
         safety = (live.get("safetyThaw") or {}).get("deadline") or safety
     if safety:
         pairs.append(("Safety thaw", f"{safety} ({until(safety)})"))
+    elif row.get("noSafetyThaw"):
+        pairs.append(("Safety thaw", "none: " + row["noSafetyThaw"].split(": ", 1)[1]))
     if last:
         pairs.append(("Last action", f"{last.get('reason')} at {last.get('time')} by {last.get('who') or '?'} "
                                      f"(method {last.get('method') or '?'})"))

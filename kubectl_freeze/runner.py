@@ -16,16 +16,18 @@ from typing import Any, Callable
 
 from . import events
 from .durations import human, to_go
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNCONFIRMED, Failed, Interrupted, PluginError, Unconfirmed
+from .errors import (EXIT_FAILED, EXIT_NOT_HELD, EXIT_OK, EXIT_UNCONFIRMED, Failed, Interrupted, NotHeld,
+                     PluginError, Unconfirmed)
 from .methods import AUTO, FREEZE, UNFREEZE, Options, Outcome, get
 from .methods.auto import Prober, choose, explain
-from .targets import Target
+from .targets import Target, is_paused
 from .watch import FROZEN, THAWED, WatchResult, describe, reached, wait_for_status
 
 FAILED = "failed"
 UNCONFIRMED = "unconfirmed"
 PLANNED = "planned"
 ROLLED_BACK = "rolled-back"
+SKIPPED = "skipped"     # --skip-paused: left alone, nothing was sent for it
 
 
 @dataclass
@@ -54,6 +56,7 @@ class VmResult:
     warnings: list[str] = field(default_factory=list)
     plan: dict[str, Any] | None = None
     rollback: "VmResult | None" = None
+    held: bool | None = None    # thaw: False when the freeze it ended had not held (Windows VSS)
 
     @property
     def want(self) -> str:
@@ -89,7 +92,9 @@ class VmResult:
             "name": self.target.name,
             "action": self.action,
             "result": self.state,
-            "ok": self.state in (FROZEN, THAWED, PLANNED),
+            "ok": self.state in (FROZEN, THAWED, PLANNED) and self.held is not False,
+            "held": self.held,
+            "skipped": self.target.skipped or None,
             "method": self.method or None,
             "methodReason": self.method_reason or None,
             "pod": self.target.pod_name,
@@ -147,6 +152,8 @@ class Report:
     def exit_code(self) -> int:
         if any(r.failed for r in self.results):
             return EXIT_FAILED
+        if any(r.held is False for r in self.results):
+            return EXIT_NOT_HELD
         if any(r.state == UNCONFIRMED for r in self.results):
             return EXIT_UNCONFIRMED
         return EXIT_OK
@@ -263,7 +270,15 @@ class Runner:
             else:
                 result.state = result.want
         except PluginError as exc:
-            result.state, result.error = FAILED, exc
+            result.state, result.error = FAILED, _paused_thaw(target, exc) if action == UNFREEZE else exc
+        if result.state in (THAWED, UNCONFIRMED) and result.outcome and result.outcome.held is False:
+            # The thaw worked, but what was backed up during the freeze is not consistent: not a
+            # success with a warning (KubeVirt counts it a failed quiesce too).
+            result.held = False
+            result.error = NotHeld(
+                f"the freeze of {target.ref} did not hold: a backup taken after 10 s is not consistent "
+                f"(Windows VSS lets go of the writes about 10 s after the freeze; the guest is thawed now)",
+                "redo the backup within 10 s of the freeze")
         result.timings["totalMs"] = _ms(started)
         self._record(result)
         return result
@@ -287,12 +302,15 @@ class Runner:
             self.opts.who,
             result.method or self.opts.method,
             deadline,
-            "" if ok else (result.error.line() if result.error else ""),
+            result.error.line() if result.error and (not ok or result.held is False) else "",
             safety_note=result.outcome.safety_thaw_note if result.outcome else None,
         )
+        # The pod matters after a live migration: the safety thaw lives in the pod that froze.
         annotations = {"method": result.method or self.opts.method, "who": self.opts.who,
+                       "pod": result.target.pod_name,
                        "safety-thaw-deadline": deadline if reason == events.FROZEN else None}
-        warning = events.post(self.kube, result.target.vmi, reason, message, warning=not ok or rollback,
+        warning = events.post(self.kube, result.target.vmi, reason, message,
+                              warning=not ok or rollback or result.held is False,
                               annotations=annotations)
         if warning:
             result.warnings.append(warning)
@@ -336,6 +354,16 @@ class Runner:
         return chosen
 
     def run(self, targets: list[Target]) -> Report:
+        """Act on every target but the skipped ones (--skip-paused), which are reported as such,
+        in the order given."""
+        skipped = {t.ref: VmResult(t, self.opts.action, state=SKIPPED) for t in targets if t.skipped}
+        active = [t for t in targets if not t.skipped]
+        report = self._run(active) if active else Report(self.opts.action, [], dry_run=self.opts.dry_run)
+        done = {r.target.ref: r for r in report.results}
+        report.results = [skipped.get(t.ref) or done[t.ref] for t in targets]
+        return report
+
+    def _run(self, targets: list[Target]) -> Report:
         action = self.opts.action
         if self.opts.dry_run:
             return Report(action, self._map(self.plan_one, targets), dry_run=True)
@@ -437,6 +465,16 @@ class Runner:
         back.timings["totalMs"] = _ms(started)
         self._record(back, rollback=True)
         return back
+
+
+def _paused_thaw(target: Target, exc: PluginError) -> PluginError:
+    """A thaw of a paused guest fails at once (libvirt: "domain is not running"): say why, and
+    what to do, rather than leave the user to decode it."""
+    if not is_paused(target.vmi):
+        return exc
+    return Failed(f"{target.ref} is paused, so it cannot be thawed now ({exc.message})",
+                  f"its filesystems stay as they are until it runs: unpause it (virtctl unpause vm {target.name} "
+                  f"-n {target.namespace}), then run kubectl unfreeze vm {target.name} -n {target.namespace} again")
 
 
 def summary_error(report: Report) -> str | None:

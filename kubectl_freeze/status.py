@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 from . import events
 from .errors import PluginError, UsageError
@@ -17,6 +18,7 @@ from .methods import bundled, virsh_agent
 from .methods.auto import Prober
 from .targets import (
     LAUNCHER_SELECTOR,
+    VSS_HOLD_S,
     Target,
     agent_connected,
     condition,
@@ -30,6 +32,28 @@ from .targets import (
 from .kube import KubeError
 
 
+NO_SAFETY_THAW = "frozen, no safety thaw"
+
+
+def safety_thaw_lost(vmi: dict, pod_name: str | None, event: dict | None) -> str | None:
+    """Why a frozen VMI has no safety thaw any more, or None. Both safety thaws (KubeVirt's timer
+    and the freezer's watchdog) live in the launcher pod that froze the guest, and nothing in
+    KubeVirt stops a frozen VMI from live-migrating: in the new pod there is none. The freeze's
+    Event names the pod (and its time dates the freeze, for Events that do not)."""
+    frozen_by = events.annotation(event, "pod")
+    if frozen_by and pod_name and frozen_by != pod_name:
+        return (f"{NO_SAFETY_THAW}: it was frozen through pod {frozen_by}, and the VMI now runs in pod {pod_name} "
+                f"(it migrated): the safety thaw stayed behind with the old pod; thaw it yourself")
+    migration = (vmi.get("status") or {}).get("migrationState") or {}
+    since = events.timestamp(event)
+    if since and migration.get("completed") and migration.get("startTimestamp") \
+            and since <= str(migration["startTimestamp"]):
+        return (f"{NO_SAFETY_THAW}: it was frozen at {since}, before a live migration to node "
+                f"{migration.get('targetNode') or '?'} (started {migration['startTimestamp']}): the safety thaw "
+                f"stayed behind with the old pod; thaw it yourself")
+    return None
+
+
 def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
     meta, status = vmi.get("metadata") or {}, vmi.get("status") or {}
     state = freeze_status(vmi)
@@ -41,6 +65,11 @@ def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
     agent = condition(vmi, "AgentConnected")
     os_info = status.get("guestOSInfo") or {}
     migration = migration_in_progress(vmi)
+    pod_name = ((pod or {}).get("metadata") or {}).get("name")
+    lost = safety_thaw_lost(vmi, pod_name, event) if state == "frozen" and since else None
+    # Windows: the agent (so the VMI status) says frozen until the thaw, but VSS let the writes go
+    # about 10 s after the freeze.
+    vss_let_go = bool(state == "frozen" and since and is_windows(vmi) and _older_than(since, VSS_HOLD_S))
     return {
         "namespace": meta.get("namespace"),
         "name": meta.get("name"),
@@ -57,7 +86,9 @@ def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
         "windows": is_windows(vmi),
         "migrating": bool(migration),
         "safetyThawDeadline": events.annotation(event, "safety-thaw-deadline") if state == "frozen" and since
-        else None,
+        and not lost else None,
+        "noSafetyThaw": lost,
+        "held": False if vss_let_go else None,
         "lastAction": None if not event else {
             "reason": reason,
             "time": events.timestamp(event),
@@ -67,6 +98,14 @@ def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
         },
         "live": None,
     }
+
+
+def _older_than(stamp: str, seconds: float) -> bool:
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (datetime.now(timezone.utc) - when).total_seconds() > seconds
 
 
 def _lookup_pod(vmi: dict, pods: list[dict]) -> dict | None:

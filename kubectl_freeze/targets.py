@@ -119,6 +119,10 @@ def migration_in_progress(vmi: dict) -> dict | None:
     return None
 
 
+# Windows' VSS holds the writes of a freeze for about 10 s, then lets go (the agent still says frozen).
+VSS_HOLD_S = 10.0
+
+
 def is_windows(vmi: dict) -> bool:
     info = _status(vmi).get("guestOSInfo") or {}
     return info.get("id", "").lower() == "mswindows" or "windows" in str(info.get("name", "")).lower()
@@ -132,6 +136,18 @@ def freeze_status(vmi: dict) -> str:
 def ref(vmi: dict) -> str:
     meta = vmi.get("metadata") or {}
     return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
+
+
+def paused_skip_reason(vmi: dict, action: str) -> str | None:
+    """With --skip-paused: why this VMI is left out of the run, or None when it is not."""
+    if not is_paused(vmi):
+        return None
+    if action == FREEZE:
+        return ("paused: it writes nothing while paused, but its filesystems were not flushed, so a snapshot "
+                "of it is crash-consistent only (as after a power cut); it was not frozen")
+    if freeze_status(vmi) != "frozen":
+        return "paused: a paused guest cannot be thawed, and its VMI status does not show it frozen"
+    return None     # frozen and paused: never hidden; the thaw fails at once and says so
 
 
 def preflight(vmi: dict, action: str) -> list[str]:
@@ -151,13 +167,14 @@ def preflight(vmi: dict, action: str) -> list[str]:
         )
     if not status.get("nodeName"):
         raise Failed(f"VMI {where} has no node in its status", "wait until it is scheduled and running")
-    if is_paused(vmi):
-        if action == FREEZE:
-            raise Failed(
-                f"VMI {where} is paused, so its guest agent cannot answer",
-                f"unpause it first (virtctl unpause vm {name}); a paused guest writes nothing anyway",
-            )
-        warnings.append(f"{where} is paused: the thaw waits for the guest to run again")
+    if is_paused(vmi) and action == FREEZE:
+        # KubeVirt 1.6+ answers a freeze of a paused VMI with success and freezes nothing: the
+        # guest's page cache is not flushed, so its snapshot is only crash-consistent.
+        raise Failed(
+            f"VMI {where} is paused, so its guest agent cannot answer",
+            f"unpause it first (virtctl unpause vm {name}), or pass --skip-paused to freeze the others; "
+            "a paused guest writes nothing, but it is not flushed either",
+        )
     if not agent_connected(vmi):
         if action == FREEZE:
             raise Failed(
@@ -174,7 +191,8 @@ def preflight(vmi: dict, action: str) -> list[str]:
     if action == FREEZE and is_windows(vmi):
         warnings.append(
             f"{where} runs Windows: VSS holds a freeze for only about 10 seconds, "
-            "after which the guest thaws by itself"
+            "after which writes go on while the guest agent still says frozen; take the backup within "
+            "10 s (the unfreeze exits 4 when the freeze did not hold)"
         )
     return warnings
 
@@ -250,6 +268,7 @@ class Target:
     vmi: dict
     pod: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    skipped: str = ""    # --skip-paused: why the run leaves this VMI alone ("" = it acts on it)
 
     @property
     def namespace(self) -> str:
@@ -326,7 +345,7 @@ def fetch_vmis(kube: Kube, namespace: str | None, names: list[str], selector: st
 
 
 def resolve_targets(
-    kube: Kube, namespace: str, names: list[str], selector: str | None, action: str
+    kube: Kube, namespace: str, names: list[str], selector: str | None, action: str, skip_paused: bool = False
 ) -> list[Target]:
     """Read the VMIs and their launcher pods; refuse before anything is changed."""
     vmis = fetch_vmis(kube, namespace, names, selector)
@@ -337,6 +356,10 @@ def resolve_targets(
     targets: list[Target] = []
     pods_by_ns: dict[str, list[dict]] = {}
     for vmi in vmis:
+        why = paused_skip_reason(vmi, action) if skip_paused else None
+        if why:
+            targets.append(Target(vmi=vmi, warnings=[f"{ref(vmi)} is skipped: {why}"], skipped=why))
+            continue
         try:
             warnings = preflight(vmi, action)
             ns = vmi["metadata"]["namespace"]

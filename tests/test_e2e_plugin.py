@@ -473,8 +473,9 @@ def test_a_windows_vmi_gets_the_vss_warning(cluster):
     ns = cluster.fresh_namespace()
     cluster.sim.add_vmi(ns, "win", guest=None, windows=True)
     out = ok(cluster.kubectl("freeze", "vm", "win", "-n", ns, "--dry-run"))
-    assert (f"warning: {ns}/win runs Windows: VSS holds a freeze for only about 10 seconds, after which the guest "
-            "thaws by itself") in out.stderr.splitlines()
+    assert (f"warning: {ns}/win runs Windows: VSS holds a freeze for only about 10 seconds, after which writes go "
+            "on while the guest agent still says frozen; take the backup within 10 s (the unfreeze exits 4 when the "
+            "freeze did not hold)") in out.stderr.splitlines()
     detail = ok(cluster.kubectl("freeze", "status", "win", "-n", ns)).stdout
     assert "(VSS: a freeze lasts about 10s)" in detail
     # A real freeze attempt warns too (this object-only VMI then fails at libvirt).
@@ -598,19 +599,3 @@ def test_ctrl_c_during_a_group_freeze_thaws_what_the_run_froze(cluster, signal_n
     assert error_line(out) == "error: interrupted; thawed again: e2e/vm1"
     assert cluster.guests["vm1"].agent_status() == "thawed"
     assert cluster.guests["vm2"].agent_status() == "thawed"
-
-
-def test_unfreeze_after_windows_vss_let_go_is_a_thaw_not_a_failure(cluster):
-    # The simulator's launcher emulates VSS for vm1 here: it thaws the real guest after 10 s and
-    # answers a later unfreeze "fsfreeze is limited up to 10 seconds", as KubeVirt reports it.
-    launcher = cluster.sim.vmis[(NS, "vm1")].launcher
-    launcher.windows = True
-    try:
-        ok(cluster.kubectl("freeze", "vm", "vm1", "--method", "api"))
-        wait_for(lambda: cluster.guests["vm1"].agent_status() == "thawed", timeout=15, what="VSS to let go")
-        thawed = cluster.kubectl("unfreeze", "vm", "vm1", "--method", "api", "-o", "json")
-    finally:
-        launcher.windows = False
-    result = item(as_json(ok(thawed)), "vm1")
-    assert result["result"] == "thawed" and result["vmiStatus"]["confirmed"]
-    assert any("already thawed" in w for w in result["warnings"])

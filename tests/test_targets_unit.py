@@ -181,13 +181,15 @@ def test_preflight_without_node_refuses():
         preflight(make_vmi(node=""), FREEZE)
 
 
-def test_preflight_paused_refuses_freeze_but_warns_on_unfreeze():
+def test_preflight_paused_refuses_freeze_and_lets_the_thaw_fail_at_once():
     vmi = make_vmi()
     vmi["status"]["conditions"].append({"type": "Paused", "status": "True"})
     with pytest.raises(Failed) as info:
         preflight(vmi, FREEZE)
     assert "paused" in info.value.line() and "virtctl unpause" in info.value.line()
-    assert any("paused" in w for w in preflight(vmi, UNFREEZE))
+    assert "--skip-paused" in info.value.line()
+    # No "the thaw waits" promise: a thaw of a paused guest fails at once (the runner says why).
+    assert not any("paused" in w for w in preflight(vmi, UNFREEZE))
 
 
 def test_preflight_no_agent_condition_refuses_freeze_with_advice():

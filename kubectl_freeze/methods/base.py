@@ -41,6 +41,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     error: PluginError | None = None
     maybe_changed: bool = False  # failed, but the guest may have changed anyway (e.g. agent timeout)
+    # thaw only: False when the freeze it ended had not held (Windows VSS let go of the writes)
+    held: bool | None = None
     elapsed_ms: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
 

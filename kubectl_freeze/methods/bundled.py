@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 from ..durations import whole_seconds
 from ..errors import Failed
-from ..targets import COMPUTE, Target
+from ..targets import COMPUTE, VSS_HOLD_S, Target, is_windows
 from .base import FREEZE, Options, Outcome, exec_plan, remaining
 
 NAME = "freezer"
@@ -121,12 +122,32 @@ def outcome_from_report(report: dict | None, exit_code: int | None, failure: str
         "detail": {"freezer": report},
     }
     if report.get("ok") and exit_code in (0, None):
-        return Outcome(NAME, True, **common)
+        return Outcome(NAME, True, held=_held(report, target, action), **common)
     error = report.get("error") or {}
     code = error.get("code") or "failed"
     message = " ".join(str(error.get("message") or f"exit {exit_code}").split())
     err = Failed(f"could not {verb} {target.ref}: {code}: {message}", _HINTS.get(code))
     return Outcome(NAME, False, error=err, maybe_changed=code in _MAYBE_CHANGED or status == "frozen", **common)
+
+
+def _held(report: dict, target: Target, action: str) -> bool | None:
+    """For a thaw: False when the freeze it ended cannot have held. A Windows agent says so itself
+    (the freezer reports ``held: false``); and VSS lets go of the writes about 10 s after the
+    freeze whatever the agent says, which the freezer's record of its safety thaw dates (its
+    deadline minus its timeout is when this freeze began). None: not known."""
+    if action == FREEZE:
+        return None
+    if report.get("held") is False:
+        return False
+    armed = report.get("cancelled_safety_thaw") or {}
+    if not is_windows(target.vmi) or report.get("status_before") != "frozen" or not armed.get("deadline"):
+        return None
+    try:
+        began = datetime.fromisoformat(str(armed["deadline"]).replace("Z", "+00:00")).timestamp() \
+            - float(armed["timeout_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return False if time.time() - began > VSS_HOLD_S else None
 
 
 class BundledFreezer:

@@ -68,8 +68,9 @@ def outcome_from_error(exc: KubeError, target: Target, action: str) -> Outcome:
     verb = "freeze" if action == FREEZE else "thaw"
     detail: dict[str, Any] = {"httpStatus": exc.status}
     if action != FREEZE and VSS_RELEASED in exc.message:
-        # Nothing left to thaw: VSS already let the guest go. The VMI status watch confirms it.
-        return Outcome(NAME, True, already=True, detail={**detail, "vss": exc.message})
+        # qemu-ga for Windows thawed (it leaves its frozen state) but says VSS had let go of the
+        # writes long before: the thaw worked, the freeze did not hold. The VMI status confirms the thaw.
+        return Outcome(NAME, True, held=False, detail={**detail, "vss": exc.message})
     failure = launcher_errors.parse(exc.message)
     maybe_changed = False
     if exc.status == 409:

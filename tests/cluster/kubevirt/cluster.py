@@ -176,20 +176,58 @@ class SimCluster:
             self.store.mutate("virtualmachines", namespace, name, lambda o: o["status"].update(
                 printableStatus="Paused" if paused else "Running"))
 
+    def set_windows(self, namespace: str, name: str, windows: bool) -> None:
+        """The VMI reports a Windows guest (status.guestOSInfo) and its launcher answers as
+        qemu-ga for Windows does (VSS: see Launcher.windows)."""
+        self.vmis[(namespace, name)].launcher.windows = windows
+        self.store.mutate("virtualmachineinstances", namespace, name, lambda o: o["status"].update(
+            guestOSInfo=dict(objects.WINDOWS_OS if windows else objects.LINUX_OS)))
+
     def start_migration(self, namespace: str, name: str) -> dict:
         """A live migration that has started and is not done: a target pod on another node."""
         sim = self.vmis[(namespace, name)]
         sim.migrating = True
         vmi = self.vmi(namespace, name)
         job = str(uuid.uuid4())
-        target = self._add_pod(sim, vmi, OTHER_NODE, "python", migration_job=job)
+        source_node = vmi["status"]["nodeName"]
+        target_node = OTHER_NODE if source_node == NODE else NODE
+        target = self._add_pod(sim, vmi, target_node, "python", migration_job=job)
 
         def update(o: dict) -> None:
-            o["status"]["activePods"][target["metadata"]["uid"]] = OTHER_NODE
+            o["status"]["activePods"][target["metadata"]["uid"]] = target_node
             o["status"]["migrationState"] = {
                 "sourcePod": sim.pods[0], "targetPod": target["metadata"]["name"],
-                "sourceNode": NODE, "targetNode": OTHER_NODE, "migrationUid": job,
+                "sourceNode": source_node, "targetNode": target_node, "migrationUid": job,
                 "startTimestamp": objects.now(), "completed": False, "failed": False}
+        self.store.mutate("virtualmachineinstances", namespace, name, update)
+        return target
+
+    def complete_migration(self, namespace: str, name: str) -> str:
+        """The live migration started by start_migration() succeeds: the target pod on the other node
+        becomes KubeVirt's current pod, migrationState is completed, and the source pod is gone with
+        everything that lived only in it (virt-launcher's safety timer, the processes exec left
+        running there, such as the freezer's watchdog). The rig's domain itself stays where it
+        is, frozen or not, as a migrated guest arrives as it left. Returns the new pod's name."""
+        sim = self.vmis[(namespace, name)]
+        vmi = self.vmi(namespace, name)
+        state = vmi["status"]["migrationState"]
+        source, target = state["sourcePod"], state["targetPod"]
+        sim.launcher.close()                 # the source launcher process ends: its timer with it
+        sandbox = self.backend.sandboxes.pop((namespace, source), None)
+        if sandbox is not None:
+            kill_instance_processes(self.instance, sandbox)
+        index = sim.pods.index(source)
+        sim.sockets.pop(index).close()
+        sim.pods.pop(index)
+        source_uid = self.store.get("pods", namespace, source)["metadata"]["uid"]
+        self.store.delete("pods", namespace, source)       # completed, then removed by KubeVirt
+        sim.migrating = False
+
+        def update(o: dict) -> None:
+            o["status"]["nodeName"] = state["targetNode"]
+            o["metadata"]["labels"]["kubevirt.io/nodeName"] = state["targetNode"]
+            o["status"]["activePods"].pop(source_uid, None)
+            o["status"]["migrationState"].update(completed=True, endTimestamp=objects.now())
         self.store.mutate("virtualmachineinstances", namespace, name, update)
         return target
 

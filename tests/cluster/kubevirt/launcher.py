@@ -22,6 +22,11 @@ FREEZE_AGENT_TIMEOUT_S = 60
 QUERY_AGENT_TIMEOUT_S = 5
 # Windows' VSS holds a freeze for only about 10 s.
 VSS_LIMIT_S = 10.0
+# What libvirt passes on from qemu-ga for Windows (qga/vss-win32/requester.cpp) when a thaw comes
+# after VSS let go of the writes; KubeVirt wraps it and treats it as a failed quiesce.
+VSS_THAW_ERROR = ("internal error: unable to execute QEMU agent command 'guest-fsfreeze-thaw': "
+                  "couldn't hold writes: fsfreeze is limited up to 10 seconds")
+VIR_ERR_INTERNAL_ERROR = 1
 
 
 class LauncherError(Exception):
@@ -36,7 +41,11 @@ class LauncherError(Exception):
 class Launcher:
     uri: str
     domain: str
-    windows: bool = False              # emulate VSS: the guest thaws itself after 10 s
+    # Emulate a Windows guest's VSS: after 10 s the writes would go on, but qemu-ga for Windows
+    # keeps answering "frozen" (from its own state) until a thaw, which then fails with
+    # VSS_THAW_ERROR after thawing. The real (Linux) guest stays frozen meanwhile, so the agent's
+    # answers and the VMI status are as on Windows; only the guest's own writes differ.
+    windows: bool = False
     migrating: Callable[[], bool] = lambda: False
     _timer: Optional[threading.Timer] = field(default=None, repr=False)
     _vss_timer: Optional[threading.Timer] = field(default=None, repr=False)
@@ -71,21 +80,30 @@ class Launcher:
         return str(self._agent("guest-fsfreeze-status", QUERY_AGENT_TIMEOUT_S))
 
     def is_running(self) -> bool:
+        return self._state() == "running"
+
+    def _state(self) -> str | None:
+        """"running", "paused", "other", or None when the domain cannot be found."""
         import libvirt
 
         try:
             conn, dom = self._dom()
         except LauncherError:
-            return False
+            return None
         try:
-            return dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+            state = dom.state()[0]
         finally:
             conn.close()
+        return {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "other")
 
     def freeze(self, unfreeze_timeout_s: float) -> None:
         with self._lock:
             if self.migrating():
                 raise LauncherError("VMI is currently during migration")
+            if self._state() == "paused":
+                # KubeVirt 1.6+ (PR #15001, backported to 1.5) counts a freeze of a paused VMI a
+                # success: nothing is frozen or flushed, and no safety timer is armed.
+                return
             if self.fsfreeze_status() == "frozen":
                 return
             self._agent("guest-fsfreeze-freeze", FREEZE_AGENT_TIMEOUT_S)
@@ -102,9 +120,9 @@ class Launcher:
             self._cancel_timers()
             if self._vss_expired:
                 self._vss_expired = False
-                raise LauncherError(
-                    "fsfreeze is limited up to 10 seconds: the guest's VSS released the freeze"
-                )
+                # qemu-ga for Windows ends its frozen state even though the thaw fails.
+                self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
+                raise LauncherError(VSS_THAW_ERROR, VIR_ERR_INTERNAL_ERROR)
             try:
                 if self.fsfreeze_status() == "thawed":
                     return
@@ -128,18 +146,16 @@ class Launcher:
         with self._lock:
             self._timer = None
             self.safety_thaws += 1
+            self._vss_expired = False    # the agent leaves its frozen state whatever the thaw answers
             try:
                 self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
             except LauncherError:
                 return
 
     def _vss_release(self) -> None:
+        # VSS let go of the writes; the agent still says frozen until a thaw comes.
         with self._lock:
             self._vss_timer = None
-            try:
-                self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
-            except LauncherError:
-                return
             self._vss_expired = True
 
     def close(self) -> None:

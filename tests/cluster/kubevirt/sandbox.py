@@ -184,9 +184,10 @@ def _write_script(path: Path, body: str) -> None:
     path.chmod(0o755)
 
 
-def kill_instance_processes(instance: str) -> int:
-    """Ends every process a sandbox of this simulator started; returns how many."""
+def kill_instance_processes(instance: str, sandbox: PodSandbox | None = None) -> int:
+    """Ends every process a sandbox of this simulator (or only `sandbox`) started; returns how many."""
     marker = f"KF_SIM_INSTANCE={instance}".encode()
+    pod_marker = f"HOSTNAME={sandbox.root.name}".encode() if sandbox else None
     killed = 0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
@@ -195,7 +196,7 @@ def kill_instance_processes(instance: str) -> int:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if marker in env:
+        if marker in env and (pod_marker is None or pod_marker in env):
             try:
                 os.kill(int(proc.name), signal.SIGKILL)
                 killed += 1
