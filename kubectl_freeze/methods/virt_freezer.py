@@ -21,7 +21,6 @@ from typing import Any
 from ..durations import whole_seconds
 from ..errors import Failed
 from ..targets import COMPUTE, Target
-from ..freezer import VSS_RELEASED
 from . import launcher_errors, virsh_agent
 from .base import FREEZE, Options, Outcome, exec_plan, kubevirt_safety_thaw, remaining
 
@@ -96,7 +95,7 @@ def outcome_from_run(exit_code: int | None, stderr: str, failure: str, target: T
                     else "check that the VM is running")
             err = Failed(f"virt-freezer did not {verb} {target.ref}: {text}", hint)
             return Outcome(NAME, False, error=err, detail=detail)
-    vss = [text for text in texts if VSS_RELEASED in text]
+    vss = [text for text in texts if launcher_errors.VSS_RELEASED in text]
     if exit_code != 0 and vss and action != FREEZE:
         # qemu-ga for Windows thawed but says VSS had let go of the writes long before: the thaw
         # worked (the agent is asked below), the freeze did not hold.
