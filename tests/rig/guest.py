@@ -181,7 +181,14 @@ class Guest:
 
     def agent(self, command: str, timeout: float = 15.0) -> None:
         """Controls qemu-ga inside the guest: stop (SIGSTOP), cont, kill or start."""
-        line = f"agent-{command}"
+        self._control(f"agent-{command}", timeout)
+
+    def agent_delay(self, action: str, seconds: float, timeout: float = 15.0) -> None:
+        """A slow agent: qemu-ga's fsfreeze hook waits `seconds` before each freeze ("freeze")
+        or after each thaw ("thaw"), answering nothing meanwhile; 0 for no wait."""
+        self._control(f"delay-{action} {seconds:g}", timeout)
+
+    def _control(self, line: str, timeout: float) -> None:
         acks = self.console().count(f"KF-ACK {line}")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(self.control_socket))

@@ -48,9 +48,20 @@ for port in /sys/class/virtio-ports/*; do
     fi
 done
 
+# qemu-ga's fsfreeze hook runs before each freeze and after each thaw; it waits as long as the
+# rig asked (delay-freeze N / delay-thaw N), to model a slow agent: a real guest's hooks flush a
+# database first, Windows VSS writers take seconds. The agent answers nothing meanwhile.
+cat >/run/kf-fsfreeze-hook <<'HOOK'
+#!/bin/sh
+delay=$(/bin/cat "/run/kf-delay-$1" 2>/dev/null)
+[ -n "$delay" ] && /bin/sleep "$delay"
+exit 0
+HOOK
+chmod 755 /run/kf-fsfreeze-hook
+
 start_agent() {
     [ -n "$agent_port" ] || return 0
-    qemu-ga -m virtio-serial -p "$agent_port" &
+    qemu-ga -m virtio-serial -p "$agent_port" -F/run/kf-fsfreeze-hook &
     echo $! >/run/kf-agent.pid
 }
 
@@ -66,6 +77,7 @@ while read -r command; do
         agent-cont) kill -CONT "$pid" ;;
         agent-kill) kill -KILL "$pid"; rm -f /run/kf-agent.pid ;;
         agent-start) start_agent ;;
+        delay-freeze\ *|delay-thaw\ *) set -- $command; echo "$2" >"/run/kf-$1" ;;
         *) echo "KF-NACK $command"; continue ;;
     esac
     echo "KF-ACK $command"
