@@ -35,6 +35,9 @@ file does not exist is skipped); env ``KUBECTL_FREEZE_LIBVIRT_URIS`` (comma-sepa
 Behaviour (like virt-launcher, plus a safety thaw that survives this process)
 -----------------------------------------------------------------------------
 - The domain must be running (checked with ``dom.state()`` before the agent is asked).
+- Freeze and thaw are guest agent commands (``guest-fsfreeze-freeze``, ``-freeze-list`` for mountpoints,
+  ``-thaw``) bounded by ``--agent-timeout``. The domain's agent response timeout, which virt-launcher's
+  FSFreeze/FSThaw wait by (KubeVirt v1.6+), is never changed: it stays as KubeVirt expects it (-2, block).
 - freeze: reads ``guest-fsfreeze-status`` first. Already frozen -> success with ``already: true``, no
   freeze call, but the safety thaw is re-armed with the new timeout (virt-launcher keeps the old timer);
   except when an earlier freeze of ours covered only some mountpoints and more are asked now (the agent
@@ -161,8 +164,6 @@ WATCHDOG_POLL_S = 1.0  # how often a sleeping watchdog checks whether it was sup
 WATCHDOG_RETRY_INTERVAL_S = 5.0
 WATCHDOG_RETRY_WINDOW_S = 300.0
 
-FSFREEZE_STATUS_COMMAND = '{"execute":"guest-fsfreeze-status"}'
-AGENT_RESPONSE_TIMEOUT_DEFAULT = -1  # VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_DEFAULT
 
 
 class VirErr:
@@ -174,6 +175,7 @@ class VirErr:
     """
 
     INTERNAL_ERROR = 1
+    NO_SUPPORT = 3
     NO_CONNECT = 5
     INVALID_CONN = 6
     OPERATION_FAILED = 9
@@ -745,47 +747,53 @@ def ensure_running(dom: Any, report: Report) -> None:
         )
 
 
-@contextlib.contextmanager
-def agent_response_timeout(dom: Any, seconds: int) -> Iterator[None]:
-    """Let fsFreeze/fsThaw wait ``seconds`` for the agent instead of libvirt's default (5 s).
+def agent_command(dom: Any, execute: str, timeout_s: int, arguments: Optional[Dict[str, Any]] = None) -> Any:
+    """One guest agent command with its own time limit; returns the agent's ``return`` value.
 
-    The setting is per domain in the daemon and shared with virt-launcher, so it is put back after.
+    Freeze and thaw go this way too, not through virDomainFSFreeze/FSThaw: those wait as long as the
+    domain's agent response timeout says, a per-domain setting that virt-launcher relies on (default
+    -2, block; KubeVirt v1.6+ freezes with FSFreeze). Changing it, even for a moment, would change
+    every later KubeVirt freeze of this VM, and libvirt has no way to read it back to restore it.
     """
-    applied = _set_agent_response_timeout(dom, seconds)
+    command: Dict[str, Any] = {"execute": execute}
+    if arguments:
+        command["arguments"] = arguments
+    reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps(command), timeout_s, 0)
     try:
-        yield
-    finally:
-        if applied:
-            _set_agent_response_timeout(dom, AGENT_RESPONSE_TIMEOUT_DEFAULT)
-
-
-def _set_agent_response_timeout(dom: Any, seconds: int) -> bool:
-    try:
-        dom.agentSetResponseTimeout(seconds, 0)
-    except (AttributeError, libvirt.libvirtError) as exc:  # libvirt < 5.10 or a driver without it
-        log.debug("cannot set the agent response timeout: %s", exc)
-        return False
-    return True
+        return json.loads(reply)["return"]
+    except (ValueError, KeyError, TypeError):
+        raise FreezerError("failed", "unexpected guest agent reply to %s: %r" % (execute, reply))
 
 
 def read_agent_status(dom: Any, timeout_s: int) -> str:
     """The agent's own answer to guest-fsfreeze-status: "frozen" or "thawed"."""
     try:
-        reply = libvirt_qemu.qemuAgentCommand(dom, FSFREEZE_STATUS_COMMAND, timeout_s, 0)
+        return str(agent_command(dom, "guest-fsfreeze-status", timeout_s))
     except libvirt.libvirtError as exc:
         raise FreezerError.from_libvirt(exc, "reading guest-fsfreeze-status")
+
+
+def _freeze_or_thaw(dom: Any, execute: str, arguments: Optional[Dict[str, Any]], agent_timeout_s: int,
+                    fallback: Callable[[], int]) -> int:
     try:
-        return str(json.loads(reply)["return"])
-    except (ValueError, KeyError, TypeError):
-        raise FreezerError("failed", "unexpected guest agent reply to guest-fsfreeze-status: %r" % reply)
+        return int(agent_command(dom, execute, agent_timeout_s, arguments))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != VirErr.NO_SUPPORT:
+            raise
+    # A driver without raw agent commands (libvirt's test driver; KubeVirt's qemu always has them):
+    # its FSFreeze/FSThaw, with the domain's own agent timeout, which stays untouched.
+    return int(fallback())
 
 
 def freeze_filesystems(dom: Any, mountpoints: List[str], agent_timeout_s: int) -> int:
-    with agent_response_timeout(dom, agent_timeout_s):
-        try:
-            count = dom.fsFreeze(mountpoints or None, 0)
-        except libvirt.libvirtError as exc:
-            raise FreezerError.from_libvirt(exc, "freezing the guest filesystems")
+    # guest-fsfreeze-freeze-list is what libvirt sends for a list of mountpoints, too.
+    execute, arguments = ("guest-fsfreeze-freeze-list", {"mountpoints": mountpoints}) if mountpoints else (
+        "guest-fsfreeze-freeze", None)
+    try:
+        count = _freeze_or_thaw(dom, execute, arguments, agent_timeout_s,
+                                lambda: dom.fsFreeze(mountpoints or None, 0))
+    except libvirt.libvirtError as exc:
+        raise FreezerError.from_libvirt(exc, "freezing the guest filesystems")
     wanted = len(set(mountpoints))
     if mountpoints and count < wanted:
         # A partial freeze is no consistent snapshot of what was asked: undo it, then refuse.
@@ -797,11 +805,10 @@ def freeze_filesystems(dom: Any, mountpoints: List[str], agent_timeout_s: int) -
 
 
 def thaw_filesystems(dom: Any, agent_timeout_s: int) -> int:
-    with agent_response_timeout(dom, agent_timeout_s):
-        try:
-            return dom.fsThaw(None, 0)
-        except libvirt.libvirtError as exc:
-            raise FreezerError.from_libvirt(exc, "thawing the guest filesystems")
+    try:
+        return _freeze_or_thaw(dom, "guest-fsfreeze-thaw", None, agent_timeout_s, lambda: dom.fsThaw(None, 0))
+    except libvirt.libvirtError as exc:
+        raise FreezerError.from_libvirt(exc, "thawing the guest filesystems")
 
 
 # --- the actions -----------------------------------------------------------------------------
