@@ -8,6 +8,7 @@ Through the plugin and the real kubectl, on the real guest e2e/vm1 (launcher ima
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -18,8 +19,8 @@ from tests.test_simulator import wait_for
 pytestmark = pytest.mark.cluster
 
 KUBEVIRT_METHODS = ["api", "virt-freezer"]   # both go through virt-launcher, which arms its timer
-KUBEVIRT_TIMEOUT_S = 8                       # short timers, so that the tests stay quick
-WATCHDOG_TIMEOUT_S = 10
+KUBEVIRT_TIMEOUT_S = 16                      # short timers, so that the tests stay quick,
+WATCHDOG_TIMEOUT_S = 22                      # yet long enough for a few plugin runs on a busy machine
 
 
 def freeze(cluster, method: str, timeout_s: int) -> dict:
@@ -34,11 +35,16 @@ def stays_frozen_until(guest, until: float) -> None:
         time.sleep(0.2)
 
 
-def watchdog_state_files(cluster) -> list:
-    """The freezer's safety-thaw state files in vm1's launcher pod (one while a watchdog is armed)."""
+def watchdog_files(cluster, suffix: str) -> list:
+    """The freezer's safety-thaw files in vm1's launcher pod: *.json while a watchdog is armed,
+    *.log for what watchdogs did."""
     pod = cluster.sim.pod_names(NS, "vm1")[0]
     run_dir = cluster.sim.backend.sandboxes[(NS, pod)].run_dir
-    return list((run_dir / "kubevirt-private" / "kubectl-freeze").glob("*.json"))
+    return list((run_dir / "kubevirt-private" / "kubectl-freeze").glob(f"*{suffix}"))
+
+
+def watchdog_log(cluster) -> list[dict]:
+    return [json.loads(line) for path in watchdog_files(cluster, ".log") for line in path.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("kubevirt", KUBEVIRT_METHODS)
@@ -51,6 +57,7 @@ def test_a_freezer_thaw_cancels_kubevirts_timer_so_a_later_freezer_freeze_holds(
     assert guest.agent_status() == "thawed"
 
     ours = freeze(cluster, "freezer", WATCHDOG_TIMEOUT_S)
+    assert time.time() < first + KUBEVIRT_TIMEOUT_S - 1, "too slow to show anything: KubeVirt's timer is due"
     own_deadline = epoch(ours["safetyThaw"]["deadline"])
     assert own_deadline > first + KUBEVIRT_TIMEOUT_S + 2
     # Past the moment KubeVirt's timer would have fired, up to our own deadline: frozen.
@@ -63,6 +70,7 @@ def test_a_freezer_thaw_cancels_kubevirts_timer_so_a_later_freezer_freeze_holds(
 @pytest.mark.parametrize("kubevirt", KUBEVIRT_METHODS)
 def test_a_kubevirt_thaw_disarms_the_freezers_watchdog_so_a_later_kubevirt_freeze_holds(cluster, kubevirt):
     guest = cluster.guests["vm1"]
+    before = len(watchdog_log(cluster))
     ours = freeze(cluster, "freezer", WATCHDOG_TIMEOUT_S)
     watchdog_deadline = epoch(ours["safetyThaw"]["deadline"])
     ok(cluster.kubectl("unfreeze", "vm", "vm1", "--method", kubevirt))   # the freezer is not told
@@ -70,7 +78,9 @@ def test_a_kubevirt_thaw_disarms_the_freezers_watchdog_so_a_later_kubevirt_freez
     # The watchdog asks the agent every 2 s: a thaw and a new freeze within one poll would be seen as
     # one long freeze (the residual race); this test leaves it the time to see the thaw, as a real
     # backup schedule does.
-    wait_for(lambda: not watchdog_state_files(cluster), 6, "the watchdog to disarm")
+    wait_for(lambda: not watchdog_files(cluster, ".json"), 6, "the watchdog to disarm")
+    [disarmed] = watchdog_log(cluster)[before:]
+    assert disarmed["event"] == "disarmed" and epoch(disarmed["at"]) < watchdog_deadline - 3
 
     freeze(cluster, kubevirt, 60)
     stays_frozen_until(guest, watchdog_deadline + 2)
