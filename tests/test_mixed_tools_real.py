@@ -55,14 +55,14 @@ def test_a_freezer_thaw_cancels_kubevirts_timer_so_a_later_freezer_freeze_holds(
     freeze(cluster, kubevirt, KUBEVIRT_TIMEOUT_S)       # virt-launcher arms its timer
     ok(cluster.kubectl("unfreeze", "vm", "vm1", "--method", "freezer"))
     assert guest.agent_status() == "thawed"
+    assert not launcher.timer_armed, "the freezer's thaw left KubeVirt's timer armed"
 
     ours = freeze(cluster, "freezer", WATCHDOG_TIMEOUT_S)
-    assert time.time() < first + KUBEVIRT_TIMEOUT_S - 1, "too slow to show anything: KubeVirt's timer is due"
     own_deadline = epoch(ours["safetyThaw"]["deadline"])
     assert own_deadline > first + KUBEVIRT_TIMEOUT_S + 2
     # Past the moment KubeVirt's timer would have fired, up to our own deadline: frozen.
     stays_frozen_until(guest, own_deadline - 0.5)
-    assert launcher.safety_thaws == 0
+    assert launcher.safety_thaws == 0   # (however slow the runs were: it never fired, not even on a thawed guest)
     # And our own safety thaw still comes.
     wait_for(lambda: guest.agent_status() == "thawed", own_deadline + 5 - time.time(), "the freezer's safety thaw")
 

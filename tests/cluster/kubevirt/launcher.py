@@ -174,6 +174,12 @@ class Launcher:
                 pass  # KubeVirt thaws anyway when it cannot read the status
             self._fs("thaw")
 
+    @property
+    def timer_armed(self) -> bool:
+        """Whether the safety timer is pending (for tests)."""
+        with self._lock:
+            return self._timer is not None
+
     def _start_timer(self, seconds: float, action: Callable[[], None]) -> threading.Timer:
         timer = threading.Timer(seconds, action)
         timer.daemon = True
