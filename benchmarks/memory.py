@@ -47,14 +47,16 @@ def cpu_seconds(pid: int) -> float | None:
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def watch_watchdog(pid: int, seconds: float = 6.0) -> tuple[int | None, int | None, float | None]:
-    """(VmRSS, VmHWM, share of one core) of the watchdog over `seconds` of a freeze: it sleeps and
-    asks the agent every 2 s, each time in a short-lived child that loads libvirt."""
+def watch_watchdog(pid: int, seconds: float = 6.0) -> tuple[int | None, int | None, int | None, float | None]:
+    """(VmRSS, RssAnon, VmHWM, share of one core) of the watchdog over `seconds` of a freeze: it
+    sleeps and asks the agent every 2 s, each time in a short-lived child that loads libvirt. RssAnon
+    is what it holds of its own; the rest of VmRSS is the interpreter's and libraries' file pages,
+    shared with every other process that maps them."""
     before = cpu_seconds(pid)
     time.sleep(seconds)
     after = cpu_seconds(pid)
     share = None if before is None or after is None else (after - before) / seconds
-    return vm_rss_kib(pid), vm_rss_kib(pid, "VmHWM"), share
+    return vm_rss_kib(pid), vm_rss_kib(pid, "RssAnon"), vm_rss_kib(pid, "VmHWM"), share
 
 
 def _gone(pid: int, timeout: float = 5.0) -> bool:
@@ -98,7 +100,8 @@ def bench_memory(world: World, name: str = "vm1") -> list[list[str]]:
     freeze = _ok("freezer freeze", measure_process([*base, "freeze", *common], fenv))
     add(f"freezer freeze {guest.domain}  (python3 -c, on the host)", freeze)
     watchdog = (json.loads(freeze.stdout).get("safety_thaw") or {}).get("pid")
-    watchdog_kib, watchdog_peak_kib, watchdog_cpu = watch_watchdog(watchdog) if watchdog else (None, None, None)
+    watchdog_kib, watchdog_anon_kib, watchdog_peak_kib, watchdog_cpu = (
+        watch_watchdog(watchdog) if watchdog else (None, None, None, None))
     try:
         add(f"freezer status {guest.domain}", _ok("freezer status", measure_process([*base, "status", *common], fenv)))
         add(f"freezer thaw {guest.domain}", _ok("freezer thaw", measure_process([*base, "thaw", *common], fenv)))
@@ -107,6 +110,7 @@ def bench_memory(world: World, name: str = "vm1") -> list[list[str]]:
             os.kill(watchdog, signal.SIGKILL)     # ours: the thaw should have ended it
             raise BenchError(f"the freezer's watchdog {watchdog} outlived the thaw")
     rows.append(["  its safety-thaw watchdog, while frozen (VmRSS)", _mib(watchdog_kib), "-"])
+    rows.append(["  its safety-thaw watchdog, its own (RssAnon)", _mib(watchdog_anon_kib), "-"])
     rows.append(["  its safety-thaw watchdog, peak (VmHWM)", _mib(watchdog_peak_kib), "-"])
     rows.append(["  its safety-thaw watchdog + agent polls, CPU while frozen",
                  "-" if watchdog_cpu is None else f"{watchdog_cpu * 100:.1f}% of a core", "-"])
