@@ -13,7 +13,8 @@ Command line
 ::
 
     freeze DOMAIN [--mountpoint PATH]... [--unfreeze-timeout S] [--agent-timeout S] [--uri URI] [--state-dir DIR]
-    thaw   DOMAIN [--agent-timeout S] [--uri URI] [--state-dir DIR]
+           [--name NAME --namespace NS]
+    thaw   DOMAIN [--agent-timeout S] [--uri URI] [--state-dir DIR] [--name NAME --namespace NS]
     status DOMAIN [--agent-timeout S] [--uri URI] [--state-dir DIR]
     hold   DOMAIN [--mountpoint PATH]... [--unfreeze-timeout S] [--max-hold S] [--agent-timeout S] [--uri URI]
            [--state-dir DIR]
@@ -32,6 +33,7 @@ armed underneath for a hold whose process dies.
 ``--agent-timeout``     seconds to wait for the guest agent (default 60 for freeze and thaw, like newer
                         KubeVirt, 10 for status). The status reads around a freeze or thaw wait at most 10 s.
 ``--uri``               use this libvirt URI instead of discovering one.
+``--name``, ``--namespace``  the VMI, for ``/usr/bin/virt-freezer`` (default: split from DOMAIN).
 ``--state-dir``         where the safety-thaw state lives (default: env ``KUBECTL_FREEZE_STATE_DIR``, else
                         ``/var/run/kubevirt-private/kubectl-freeze`` when its parent exists and the folder can be
                         created, else ``<tempdir>/kubectl-freeze``).
@@ -44,6 +46,9 @@ file does not exist is skipped); env ``KUBECTL_FREEZE_LIBVIRT_URIS`` (comma-sepa
 Behaviour (like virt-launcher, plus a safety thaw that survives this process)
 -----------------------------------------------------------------------------
 - The domain must be running (checked with ``dom.state()`` before the agent is asked).
+- Freeze and thaw are guest agent commands (``guest-fsfreeze-freeze``, ``-freeze-list`` for mountpoints,
+  ``-thaw``) bounded by ``--agent-timeout``. The domain's agent response timeout, which virt-launcher's
+  FSFreeze/FSThaw wait by (KubeVirt v1.6+), is never changed: it stays as KubeVirt expects it (-2, block).
 - freeze: reads ``guest-fsfreeze-status`` first. Already frozen -> success with ``already: true``, no
   freeze call, but the safety thaw is re-armed with the new timeout (virt-launcher keeps the old timer);
   except when an earlier freeze of ours covered only some mountpoints and more are asked now (the agent
@@ -53,9 +58,16 @@ Behaviour (like virt-launcher, plus a safety thaw that survives this process)
   died still gets thawed; it is disarmed again when the freeze failed in a way that froze nothing.
 - thaw: thawed already -> ``already: true``; a failed status read does not stop the thaw. A successful
   thaw cancels the safety thaw; a failed one leaves it armed.
+- KubeVirt's own safety timer (armed by its freezes: VirtualMachineSnapshot, Velero hooks, virt-freezer,
+  the subresource API) can be cancelled only through virt-launcher: where the pod has
+  ``/usr/bin/virt-freezer``, a thaw (after it succeeded) and a freeze of a thawed guest (before it) run
+  ``virt-freezer --unfreeze --name N --namespace NS``, which cancels that timer; the guest agent still
+  decides the outcome. Its answer is in ``virt_freezer``; a failure is a warning.
 - Afterwards the agent's status is read back; a status contrary to the action is an error (``refused``).
-- Safety thaw: a detached watchdog process (double fork + setsid, own libvirt connection) thaws the guest
-  at the deadline unless a newer freeze or a thaw superseded it. A per-domain state file in the state dir
+- Safety thaw: a detached watchdog process (double fork + setsid, then a fresh small interpreter running
+  ``WATCHDOG_SOURCE``; libvirt only in short-lived children) thaws the guest at the deadline unless a newer
+  freeze or a thaw of ours superseded it, or it saw the guest thawed by anyone else (it asks the agent
+  every 2 s once the freeze is seen), which disarms it. A per-domain state file in the state dir
   (``<sha256(uri, domain)[:16]>.json``) holds the current token, watchdog pid and deadline; a lock file
   next to it serialises freezer runs and the watchdog. When it fires, the watchdog appends one JSON line
   per attempt to ``<same>.log`` (retrying every 5 s for up to 5 min while the thaw fails for a passing
@@ -93,9 +105,11 @@ already frozen), ``mountpoints`` ([str], empty = all), ``agent_timeout_s``, ``st
 thaw: ``status_before``, ``already``, ``filesystems`` (count thawed; null when already thawed),
 ``agent_timeout_s``, ``status``, ``cancelled_safety_thaw`` (same shape as ``safety_thaw``, or null),
 ``held`` (only when false: a Windows agent thawed but said VSS had let go of the writes before).
+freeze and thaw, where virt-freezer ran: ``virt_freezer`` ({"command", "exit_code", "last_line"}).
 status: ``status``, ``safety_thaw`` (or null), ``last_safety_thaw`` (the watchdog's last log line or null:
 {"event": "safety-thaw", "domain", "uri", "token", "pid", "attempt", "deadline", "fired_at",
-"late_ms", "ok", "filesystems"?, "error"?}).
+"late_ms", "ok", "filesystems"?, "error"?}), ``last_disarm`` (the watchdog's last disarm after it saw the guest
+thawed by someone else, or null: {"event": "disarmed", "domain", "token", "pid", "at", "reason"}).
 On error: ``"ok": false`` and ``error``: {"code", "exit_code", "message", "libvirt_code" (int|null)}.
 """
 
@@ -163,16 +177,16 @@ DEFAULT_URIS = (
     "qemu+unix:///system?socket=/var/run/libvirt/libvirt-sock",  # very old releases
 )
 URIS_ENV = "KUBECTL_FREEZE_LIBVIRT_URIS"
+VIRT_FREEZER = "/usr/bin/virt-freezer"  # KubeVirt's, in the compute container
+VIRT_FREEZER_TIMEOUT_S = 30  # virt-launcher's callers give an unfreeze 20 s
 VSS_RELEASED = "limited up to 10 seconds"  # a Windows agent's answer to a thaw after VSS let go
 STATE_DIR_ENV = "KUBECTL_FREEZE_STATE_DIR"
 POD_STATE_DIR = "/var/run/kubevirt-private/kubectl-freeze"
 
-WATCHDOG_POLL_S = 1.0  # how often a sleeping watchdog checks whether it was superseded
+WATCHDOG_AGENT_POLL_S = 2  # how often the watchdog asks the agent whether someone else thawed the guest
 WATCHDOG_RETRY_INTERVAL_S = 5.0
 WATCHDOG_RETRY_WINDOW_S = 300.0
 
-FSFREEZE_STATUS_COMMAND = '{"execute":"guest-fsfreeze-status"}'
-AGENT_RESPONSE_TIMEOUT_DEFAULT = -1  # VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_DEFAULT
 
 
 class VirErr:
@@ -184,6 +198,7 @@ class VirErr:
     """
 
     INTERNAL_ERROR = 1
+    NO_SUPPORT = 3
     NO_CONNECT = 5
     INVALID_CONN = 6
     OPERATION_FAILED = 9
@@ -299,6 +314,8 @@ class Options:
     uri: Optional[str] = None
     state_dir: Optional[str] = None
     max_hold: int = 0  # hold only: thaw by itself after this many seconds (0 = only the safety thaw)
+    name: Optional[str] = None  # the VMI, for virt-freezer; default: from DOMAIN, <namespace>_<name>
+    namespace: Optional[str] = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -349,6 +366,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--state-dir", metavar="DIR", help="where the safety-thaw state lives")
     parser.add_argument("--max-hold", type=_seconds(0), default=0, metavar="SECONDS",
                         help="hold only: thaw by itself after this long even if the session is still open")
+    parser.add_argument("--name", help="the VMI's name, for virt-freezer (default: from DOMAIN)")
+    parser.add_argument("--namespace", help="the VMI's namespace, for virt-freezer (default: from DOMAIN)")
     ns = parser.parse_args(list(argv))
 
     if not ns.domain:
@@ -369,6 +388,8 @@ def parse_args(argv: Sequence[str]) -> Options:
         uri=ns.uri,
         state_dir=ns.state_dir,
         max_hold=ns.max_hold,
+        name=ns.name,
+        namespace=ns.namespace,
     )
 
 
@@ -505,17 +526,23 @@ class StateStore:
         state = self.read()
         return state is not None and state.token == token
 
-    def append_log(self, record: Dict[str, Any]) -> None:
-        with open(self.log_path, "a") as log_file:
-            log_file.write(json.dumps(record) + "\n")
-
-    def last_log(self) -> Optional[Dict[str, Any]]:
+    def last_log(self, event: str = "safety-thaw") -> Optional[Dict[str, Any]]:
+        """The watchdog's last log record of this event ("safety-thaw" or "disarmed"), or None."""
         try:
             with open(self.log_path) as log_file:
-                lines = [line for line in log_file.read().splitlines() if line.strip()]
+                records = [json.loads(line) for line in log_file.read().splitlines() if line.strip()]
         except FileNotFoundError:
             return None
-        return json.loads(lines[-1]) if lines else None
+        records = [record for record in records if record.get("event") == event]
+        if not records:
+            return None
+        record = records[-1]
+        error = record.get("error")
+        if error:
+            # The watchdog logs libvirt's answer as it came; it is classified here, in one place.
+            error.setdefault("code", classify_libvirt_error(error.get("libvirt_code"), error.get("message", "")))
+            error.setdefault("exit_code", EXIT_CODES[error["code"]])
+        return record
 
 
 def stop_watchdog(state: SafetyThaw) -> None:
@@ -563,50 +590,236 @@ def arm_safety_thaw(store: StateStore, uri: str, domain: str, timeout_s: int, ag
 
 # --- the watchdog process --------------------------------------------------------------------
 
+# The safety-thaw watchdog is its own small program, exec'd as ``python3 -S -c WATCHDOG_SOURCE JOB``:
+# it lives as long as the freeze, in the compute container, whose memory limit is the guest's plus
+# KubeVirt's own overhead (nothing for us), so it holds only what it needs to sleep and read the
+# state file. Every agent poll and thaw attempt runs in a short-lived forked child that loads
+# libvirt, does the one call and exits. What it does:
+# - until the deadline: exit when the state file no longer holds its token (a thaw or a newer
+#   freeze of ours took over); every WATCHDOG_AGENT_POLL_S ask the agent, and once it has seen the
+#   guest frozen and then thawed -- by anyone: virt-launcher, virt-freezer, an admin's virsh --
+#   disarm and exit, so it never thaws somebody else's later freeze (KubeVirt's own timer cannot
+#   be told about our thaws, nor our watchdog about theirs). Residual race: a thaw and a new freeze
+#   by another tool within one poll interval look like one long freeze, and the deadline still
+#   fires into the new one.
+# - at the deadline: under the domain's lock, thaw with guest-fsfreeze-thaw (its own timeout, like
+#   the freezer), log one JSON line per attempt, retry every WATCHDOG_RETRY_INTERVAL_S for
+#   WATCHDOG_RETRY_WINDOW_S while the thaw fails for a passing reason.
+WATCHDOG_SOURCE = r'''
+import fcntl, json, os, select, signal, sys, time
+
+RUNNING = (1, 2)
+NO_SUPPORT, NO_DOMAIN = 3, 42
+
+
+def rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+
+
+def current(job):
+    try:
+        with open(job["state_path"]) as state_file:
+            return json.load(state_file).get("token") == job["token"]
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class Locked:
+    def __init__(self, job):
+        self.path = job["lock_path"]
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def append_log(job, record):
+    with open(job["log_path"], "a") as log_file:
+        log_file.write(json.dumps(record) + "\n")
+
+
+def agent(job, execute, timeout_s):
+    """In the forked child: one agent command over a fresh connection."""
+    sys.path.append(job["libvirt_dir"])
+    import libvirt, libvirt_qemu
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        conn = libvirt.open(job["uri"])
+        try:
+            dom = conn.lookupByName(job["domain"])
+            state = dom.state()[0]
+            if state not in RUNNING:
+                return {"ok": False, "error": {"code": "domain-not-running", "libvirt_code": None, "message":
+                        "domain %s is not running (state %d): its guest agent cannot answer" % (job["domain"], state)}}
+            try:
+                reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": execute}), timeout_s, 0)
+                return {"ok": True, "return": json.loads(reply)["return"]}
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != NO_SUPPORT or execute != "guest-fsfreeze-thaw":
+                    raise
+                return {"ok": True, "return": dom.fsThaw(None, 0)}  # a driver without agent commands
+        finally:
+            conn.close()
+    except libvirt.libvirtError as exc:
+        return {"ok": False, "error": {"message": exc.get_error_message() or str(exc),
+                                       "libvirt_code": exc.get_error_code()}}
+
+
+def in_child(job, execute, timeout_s):
+    """agent() in a forked child that exits after it: libvirt never stays loaded in the watchdog."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(read_end)
+            answer = agent(job, execute, timeout_s)
+        except BaseException as exc:
+            code, answer = 1, {"ok": False, "error": {"message": repr(exc), "libvirt_code": None}}
+        try:
+            os.write(write_end, json.dumps(answer).encode())
+            os.close(write_end)  # the answer is read now, not once the exit has torn down libvirt
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    data, give_up = b"", time.time() + timeout_s + 15
+    while time.time() < give_up:
+        if select.select([read_end], [], [], max(0.0, give_up - time.time()))[0]:
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            data += chunk
+    else:
+        os.kill(pid, signal.SIGKILL)  # libvirt hung past the agent timeout
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"ok": False, "error": {"message": "no answer from libvirt within %ds" % timeout_s, "libvirt_code": None}}
+
+
+def disarm(job):
+    with Locked(job):
+        if not current(job):
+            return
+        os.unlink(job["state_path"])
+        append_log(job, {"event": "disarmed", "domain": job["domain"], "token": job["token"], "pid": os.getpid(),
+                         "at": rfc3339(time.time()), "reason": "the guest agent says thawed: thawed by someone else"})
+
+
+def fire(job):
+    give_up_at = job["deadline"] + job["retry_window_s"]
+    attempt = 0
+    while True:
+        attempt += 1
+        with Locked(job):
+            if not current(job):
+                return 0  # a thaw or a newer freeze took over while we waited for the lock
+            now = time.time()
+            answer = in_child(job, "guest-fsfreeze-thaw", job["agent_timeout_s"])
+            record = {"event": "safety-thaw", "domain": job["domain"], "uri": job["uri"], "token": job["token"],
+                      "pid": os.getpid(), "attempt": attempt, "deadline": rfc3339(job["deadline"]),
+                      "fired_at": rfc3339(now), "late_ms": int((now - job["deadline"]) * 1000), "ok": answer["ok"]}
+            if answer["ok"]:
+                record["filesystems"] = answer["return"]
+            else:
+                record["error"] = answer["error"]
+            append_log(job, record)
+            if answer["ok"]:
+                os.unlink(job["state_path"])
+                return 0
+        if answer["error"].get("libvirt_code") == NO_DOMAIN or time.time() >= give_up_at:
+            return 1
+        time.sleep(job["retry_interval_s"])
+
+
+def watch(job):
+    seen_frozen = False
+    next_poll = time.time()
+    while current(job):
+        now = time.time()
+        if now >= job["deadline"]:
+            return fire(job)
+        if now >= next_poll:
+            answer = in_child(job, "guest-fsfreeze-status", max(1, min(5, int(job["deadline"] - now))))
+            status = answer.get("return") if answer["ok"] else None
+            # Armed before the freeze call: thawed counts only after the freeze was seen.
+            seen_frozen = seen_frozen or status == "frozen"
+            if seen_frozen and status == "thawed":
+                disarm(job)
+                return 0
+            next_poll = time.time() + job["poll_s"]
+        time.sleep(max(0.05, min(1.0, job["deadline"] - time.time(), next_poll - time.time())))
+    return 0
+
+
+def main():
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    job = json.loads(sys.argv[1])
+    # Tells the freezer it runs (the pipe's write end is open only until here).
+    os.write(job["ready_fd"], str(os.getpid()).encode())
+    os.close(job["ready_fd"])
+    return watch(job)
+
+
+sys.exit(main())
+'''
+
 
 def spawn_watchdog(job: SafetyThaw, store: StateStore) -> int:
-    """Double-fork a detached watchdog; returns its pid.
+    """Start the detached watchdog program; returns its pid.
 
-    setsid + a second fork puts it in its own session, reparented to init, so it outlives the exec
-    session and even a SIGKILL of this process; its stdio leaves the exec session's pipes (which would
-    otherwise keep ``kubectl exec`` waiting).
+    setsid + a second fork put it in its own session, reparented to init (the launcher's
+    monitor), so it outlives the exec session and even a SIGKILL of this process; its stdio
+    leaves the exec session's pipes (which would otherwise keep ``kubectl exec`` waiting). Then
+    it execs a fresh, small interpreter: none of this process's memory goes with it.
     """
+    read_end, write_end = os.pipe()
+    program = {
+        "token": job.token, "uri": job.uri, "domain": job.domain, "deadline": job.deadline,
+        "agent_timeout_s": job.agent_timeout_s, "state_path": store.state_path, "lock_path": store.lock_path,
+        "log_path": store.log_path, "libvirt_dir": os.path.dirname(os.path.abspath(libvirt.__file__)),
+        "poll_s": WATCHDOG_AGENT_POLL_S, "retry_interval_s": WATCHDOG_RETRY_INTERVAL_S,
+        "retry_window_s": WATCHDOG_RETRY_WINDOW_S, "ready_fd": write_end,
+    }
     sys.stdout.flush()
     sys.stderr.flush()
-    read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:
-        _become_watchdog(job, store, read_end, write_end)
+        _become_watchdog(program, store, read_end, write_end)
     os.close(write_end)
     os.waitpid(child, 0)
     with os.fdopen(read_end, "rb") as pipe:
-        reported = pipe.read()
+        reported = pipe.read()  # EOF once the watchdog wrote its pid, or died before
     try:
         return int(reported)
     except ValueError:
-        raise FreezerError("failed", "the safety-thaw watchdog did not start")
+        raise FreezerError("failed", "the safety-thaw watchdog did not start (see %s)" % store.stderr_path)
 
 
-def _become_watchdog(job: SafetyThaw, store: StateStore, read_end: int, write_end: int) -> None:
+def _become_watchdog(program: Dict[str, Any], store: StateStore, read_end: int, write_end: int) -> None:
     """Runs in the forked child and never returns (os._exit skips the parent's cleanup code)."""
-    exit_code = 1
     try:
         os.close(read_end)
         os.setsid()
         if os.fork() != 0:
             os._exit(0)
         _redirect_stdio(store.stderr_path)
-        os.write(write_end, str(os.getpid()).encode())
-        os.close(write_end)
         # Drops the inherited lock descriptor (holding it would keep the domain locked for our whole
-        # life) and the parent's libvirt socket: the watchdog opens its own connection when it fires.
-        _close_inherited_fds()
-        exit_code = run_watchdog(job, store)
+        # life) and the parent's libvirt socket; only the pipe that reports the pid stays.
+        _close_inherited_fds(keep=write_end)
+        os.set_inheritable(write_end, True)
+        python = sys.executable or "python3"
+        os.execv(python, [python, "-S", "-c", WATCHDOG_SOURCE, json.dumps(program)])
     except BaseException:  # nothing may escape into the parent's code path
         with contextlib.suppress(Exception):
-            log.exception("safety-thaw watchdog failed")
+            log.exception("safety-thaw watchdog failed to start")
     finally:
-        os._exit(exit_code)
+        os._exit(1)
 
 
 def _redirect_stdio(stderr_path: str) -> None:
@@ -619,80 +832,15 @@ def _redirect_stdio(stderr_path: str) -> None:
     os.close(errors)
 
 
-def _close_inherited_fds() -> None:
+def _close_inherited_fds(keep: int) -> None:
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
         fds = list(range(3, 1024))
     for fd in fds:
-        if fd > 2:
+        if fd > 2 and fd != keep:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def run_watchdog(job: SafetyThaw, store: StateStore) -> int:
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    log.info("watchdog %d: safety thaw of %s due %s", os.getpid(), job.domain, rfc3339(job.deadline))
-    if not sleep_until_deadline(job, store):
-        return 0
-    give_up_at = job.deadline + WATCHDOG_RETRY_WINDOW_S
-    attempt = 0
-    while True:
-        attempt += 1
-        with store.locked():
-            if not store.is_current(job.token):
-                return 0  # a thaw or a newer freeze took over while we waited for the lock
-            record = safety_thaw_attempt(job, attempt)
-            store.append_log(record)
-            if record["ok"]:
-                store.clear()
-                return 0
-        if record["error"]["code"] == "domain-not-found" or time.time() >= give_up_at:
-            return 1
-        time.sleep(WATCHDOG_RETRY_INTERVAL_S)
-
-
-def sleep_until_deadline(job: SafetyThaw, store: StateStore) -> bool:
-    """Sleep in steps of at most WATCHDOG_POLL_S; False when superseded meanwhile."""
-    while store.is_current(job.token):
-        remaining = job.deadline - time.time()
-        if remaining <= 0:
-            return True
-        time.sleep(min(remaining, WATCHDOG_POLL_S))
-    return False
-
-
-def safety_thaw_attempt(job: SafetyThaw, attempt: int) -> Dict[str, Any]:
-    """Thaw the guest over a fresh connection; returns the log record."""
-    now = time.time()
-    record: Dict[str, Any] = {
-        "event": "safety-thaw",
-        "domain": job.domain,
-        "uri": job.uri,
-        "token": job.token,
-        "pid": os.getpid(),
-        "attempt": attempt,
-        "deadline": rfc3339(job.deadline),
-        "fired_at": rfc3339(now),
-        "late_ms": int((now - job.deadline) * 1000),
-    }
-    conn = None
-    try:
-        conn, _ = connect([job.uri], {})
-        dom = lookup_domain(conn, job.domain)
-        ensure_running(dom, {})
-        record["filesystems"] = thaw_filesystems(dom, job.agent_timeout_s)
-        record["ok"] = True
-        log.info("safety thaw of %s done: %d filesystems", job.domain, record["filesystems"])
-    except FreezerError as err:
-        record["ok"] = False
-        record["error"] = err.to_json()
-        log.error("safety thaw of %s failed: %s", job.domain, err.message)
-    finally:
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-    return record
 
 
 # --- libvirt ---------------------------------------------------------------------------------
@@ -761,47 +909,53 @@ def ensure_running(dom: Any, report: Report) -> None:
         )
 
 
-@contextlib.contextmanager
-def agent_response_timeout(dom: Any, seconds: int) -> Iterator[None]:
-    """Let fsFreeze/fsThaw wait ``seconds`` for the agent instead of libvirt's default (5 s).
+def agent_command(dom: Any, execute: str, timeout_s: int, arguments: Optional[Dict[str, Any]] = None) -> Any:
+    """One guest agent command with its own time limit; returns the agent's ``return`` value.
 
-    The setting is per domain in the daemon and shared with virt-launcher, so it is put back after.
+    Freeze and thaw go this way too, not through virDomainFSFreeze/FSThaw: those wait as long as the
+    domain's agent response timeout says, a per-domain setting that virt-launcher relies on (default
+    -2, block; KubeVirt v1.6+ freezes with FSFreeze). Changing it, even for a moment, would change
+    every later KubeVirt freeze of this VM, and libvirt has no way to read it back to restore it.
     """
-    applied = _set_agent_response_timeout(dom, seconds)
+    command: Dict[str, Any] = {"execute": execute}
+    if arguments:
+        command["arguments"] = arguments
+    reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps(command), timeout_s, 0)
     try:
-        yield
-    finally:
-        if applied:
-            _set_agent_response_timeout(dom, AGENT_RESPONSE_TIMEOUT_DEFAULT)
-
-
-def _set_agent_response_timeout(dom: Any, seconds: int) -> bool:
-    try:
-        dom.agentSetResponseTimeout(seconds, 0)
-    except (AttributeError, libvirt.libvirtError) as exc:  # libvirt < 5.10 or a driver without it
-        log.debug("cannot set the agent response timeout: %s", exc)
-        return False
-    return True
+        return json.loads(reply)["return"]
+    except (ValueError, KeyError, TypeError):
+        raise FreezerError("failed", "unexpected guest agent reply to %s: %r" % (execute, reply))
 
 
 def read_agent_status(dom: Any, timeout_s: int) -> str:
     """The agent's own answer to guest-fsfreeze-status: "frozen" or "thawed"."""
     try:
-        reply = libvirt_qemu.qemuAgentCommand(dom, FSFREEZE_STATUS_COMMAND, timeout_s, 0)
+        return str(agent_command(dom, "guest-fsfreeze-status", timeout_s))
     except libvirt.libvirtError as exc:
         raise FreezerError.from_libvirt(exc, "reading guest-fsfreeze-status")
+
+
+def _freeze_or_thaw(dom: Any, execute: str, arguments: Optional[Dict[str, Any]], agent_timeout_s: int,
+                    fallback: Callable[[], int]) -> int:
     try:
-        return str(json.loads(reply)["return"])
-    except (ValueError, KeyError, TypeError):
-        raise FreezerError("failed", "unexpected guest agent reply to guest-fsfreeze-status: %r" % reply)
+        return int(agent_command(dom, execute, agent_timeout_s, arguments))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != VirErr.NO_SUPPORT:
+            raise
+    # A driver without raw agent commands (libvirt's test driver; KubeVirt's qemu always has them):
+    # its FSFreeze/FSThaw, with the domain's own agent timeout, which stays untouched.
+    return int(fallback())
 
 
 def freeze_filesystems(dom: Any, mountpoints: List[str], agent_timeout_s: int) -> int:
-    with agent_response_timeout(dom, agent_timeout_s):
-        try:
-            count = dom.fsFreeze(mountpoints or None, 0)
-        except libvirt.libvirtError as exc:
-            raise FreezerError.from_libvirt(exc, "freezing the guest filesystems")
+    # guest-fsfreeze-freeze-list is what libvirt sends for a list of mountpoints, too.
+    execute, arguments = ("guest-fsfreeze-freeze-list", {"mountpoints": mountpoints}) if mountpoints else (
+        "guest-fsfreeze-freeze", None)
+    try:
+        count = _freeze_or_thaw(dom, execute, arguments, agent_timeout_s,
+                                lambda: dom.fsFreeze(mountpoints or None, 0))
+    except libvirt.libvirtError as exc:
+        raise FreezerError.from_libvirt(exc, "freezing the guest filesystems")
     wanted = len(set(mountpoints))
     if mountpoints and count < wanted:
         # A partial freeze is no consistent snapshot of what was asked: undo it, then refuse.
@@ -813,11 +967,10 @@ def freeze_filesystems(dom: Any, mountpoints: List[str], agent_timeout_s: int) -
 
 
 def thaw_filesystems(dom: Any, agent_timeout_s: int) -> int:
-    with agent_response_timeout(dom, agent_timeout_s):
-        try:
-            return dom.fsThaw(None, 0)
-        except libvirt.libvirtError as exc:
-            raise FreezerError.from_libvirt(exc, "thawing the guest filesystems")
+    try:
+        return _freeze_or_thaw(dom, "guest-fsfreeze-thaw", None, agent_timeout_s, lambda: dom.fsThaw(None, 0))
+    except libvirt.libvirtError as exc:
+        raise FreezerError.from_libvirt(exc, "thawing the guest filesystems")
 
 
 # --- the actions -----------------------------------------------------------------------------
@@ -912,11 +1065,47 @@ def locked_running_session(opts: Options, report: Report) -> Iterator[Session]:
             yield session
 
 
+def vmi_of(opts: Options) -> Tuple[str, str]:
+    """(namespace, name) of the VMI: as given, else from the domain name (namespaces have no "_")."""
+    namespace, _, name = opts.domain.partition("_")
+    return opts.namespace or namespace, opts.name or name
+
+
+def cancel_kubevirt_timer(opts: Options, report: Report) -> None:
+    """``virt-freezer --unfreeze``, where the pod has it: it goes through virt-launcher, which first
+    cancels its own safety timer (then thaws a guest still frozen; a thawed one it leaves alone).
+
+    That timer is armed by KubeVirt's freezes (VirtualMachineSnapshot, Velero's hooks, our api and
+    virt-freezer methods) and only virt-launcher can cancel it: after a thaw straight through libvirt,
+    like ours, it stays armed and later thaws whatever freeze is then in place, ours included.
+    """
+    if not os.access(VIRT_FREEZER, os.X_OK):
+        return
+    import subprocess  # only here: the freezer's memory is the VM's
+
+    namespace, name = vmi_of(opts)
+    command = [VIRT_FREEZER, "--unfreeze", "--name", name, "--namespace", namespace]
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=VIRT_FREEZER_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as exc:
+        warn(report, "could not cancel KubeVirt's safety timer (%s): %s" % (" ".join(command), exc))
+        return
+    said = (done.stderr.strip().splitlines() or [""])[-1]
+    report["virt_freezer"] = {"command": command, "exit_code": done.returncode, "last_line": said}
+    if done.returncode != 0:
+        warn(report, "%s exited %d: KubeVirt's safety timer may still be armed (%s)"
+             % (VIRT_FREEZER, done.returncode, said))
+
+
 def run_freeze(opts: Options, report: Report) -> None:
     report["mountpoints"] = list(opts.mountpoints)
     with locked_running_session(opts, report) as session:
         already = status_before_action(session, opts, report, fail_fast=True) == "frozen"
         report["already"] = already
+        if not already:
+            # A timer left by an earlier KubeVirt freeze would thaw this one mid-backup.
+            cancel_kubevirt_timer(opts, report)
         covered = check_covers(session, opts) if already else list(opts.mountpoints)
         # Armed before the freeze call: a freeze that completes after we were killed is still undone.
         rearm_safety_thaw(session, opts, report, covered)
@@ -959,6 +1148,8 @@ def run_thaw(opts: Options, report: Report) -> None:
         confirm_status(session, opts, report, "thawed")
         # Only now: a failed thaw keeps its safety thaw as the next chance.
         report["cancelled_safety_thaw"] = disarm_safety_thaw(session.store)
+        # Thawed straight through libvirt, so KubeVirt's timer, if one is armed, is cancelled apart.
+        cancel_kubevirt_timer(opts, report)
 
 
 def run_status(opts: Options, report: Report) -> None:
@@ -966,6 +1157,7 @@ def run_status(opts: Options, report: Report) -> None:
         state = session.store.read()
         report["safety_thaw"] = state.describe() if state else None
         report["last_safety_thaw"] = session.store.last_log()
+        report["last_disarm"] = session.store.last_log("disarmed")
         ensure_running(session.dom, report)
         report["status"] = read_agent_status(session.dom, opts.agent_timeout)
 

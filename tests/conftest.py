@@ -44,6 +44,8 @@ def _restore(guest: Guest) -> None:
         dom.resume()
     if guest.spec.agent:
         guest.agent("cont")
+        guest.agent_delay("freeze", 0)
+        guest.agent_delay("thaw", 0)
         try:
             guest.agent_command({"execute": "guest-ping"}, timeout=2)
         except libvirt.libvirtError:

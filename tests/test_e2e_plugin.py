@@ -491,7 +491,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(cluster):
     lines = out.stdout.splitlines()
     assert lines[0] == "e2e/vm1: would freeze with method freezer (the compute container has python3 with libvirt)"
     assert lines[1].startswith(f"  exec in pod {pod1} container compute: python3 -c ")
-    assert lines[1].endswith(" freeze e2e_vm1 --unfreeze-timeout 300")
+    assert lines[1].endswith(" freeze e2e_vm1 --name vm1 --namespace e2e --unfreeze-timeout 300")
     assert lines[2].startswith("e2e/vm2: would freeze with method virt-freezer")
     assert lines[3] == (f"  exec in pod {pod2} container compute: /usr/bin/virt-freezer --freeze --name vm2 "
                         "--namespace e2e --unfreezeTimeoutSeconds 300")

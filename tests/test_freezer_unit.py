@@ -248,9 +248,16 @@ def test_state_store_ignores_a_broken_state_file(tmp_path):
 def test_state_store_log(tmp_path):
     store = fz.StateStore(str(tmp_path), "test:///default", "demo_vm1")
     assert store.last_log() is None
-    store.append_log({"n": 1})
-    store.append_log({"n": 2})
-    assert store.last_log() == {"n": 2}
+    records = [
+        {"event": "safety-thaw", "n": 1, "ok": True},
+        {"event": "safety-thaw", "n": 2, "ok": False, "error": {"message": "domain is not running", "libvirt_code": 55}},
+        {"event": "disarmed", "n": 3},
+    ]
+    Path(store.log_path).write_text("".join(json.dumps(record) + "\n" for record in records))
+    # The watchdog logs libvirt's answer; the freezer classifies it when it reads the log.
+    assert store.last_log() == {"event": "safety-thaw", "n": 2, "ok": False, "error": {
+        "message": "domain is not running", "libvirt_code": 55, "code": "domain-not-running", "exit_code": 5}}
+    assert store.last_log("disarmed") == {"event": "disarmed", "n": 3}
 
 
 def test_process_alive_checks_the_start_time():

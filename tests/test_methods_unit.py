@@ -87,8 +87,9 @@ def test_bundled_command_ships_source_on_stdin_and_passes_whole_seconds():
     opts = Options(timedelta(seconds=90.2), ["/a", "/b"])
     cmd = bundled.command(TARGET, FREEZE, opts)
     assert cmd[:2] == ["python3", "-c"] and cmd[3] == str(len(bundled.payload()))
-    assert cmd[4:] == ["freeze", "demo_vm1", "--unfreeze-timeout", "91", "--mountpoint", "/a", "--mountpoint", "/b"]
-    assert bundled.command(TARGET, UNFREEZE, opts)[4:] == ["thaw", "demo_vm1"]
+    vmi = ["--name", "vm1", "--namespace", "demo"]  # for virt-freezer, which cancels KubeVirt's timer
+    assert cmd[4:] == ["freeze", "demo_vm1", *vmi, "--unfreeze-timeout", "91", "--mountpoint", "/a", "--mountpoint", "/b"]
+    assert bundled.command(TARGET, UNFREEZE, opts)[4:] == ["thaw", "demo_vm1", *vmi]
     assert sum(len(a) for a in cmd) < 2000  # the source is not in the URL
     assert bundled.payload() == open(freezer.__file__, "rb").read()
 

@@ -47,12 +47,14 @@ def source() -> str:
 
 
 def freezer_args(target: Target, action: str, options: Options) -> list[str]:
+    # The VMI's name and namespace reach virt-freezer, through which the freezer cancels KubeVirt's timer.
+    vmi = ["--name", target.name, "--namespace", target.namespace]
     if action == FREEZE:
-        args = ["freeze", target.domain, "--unfreeze-timeout", str(whole_seconds(options.unfreeze_timeout))]
+        args = ["freeze", target.domain] + vmi + ["--unfreeze-timeout", str(whole_seconds(options.unfreeze_timeout))]
         for mountpoint in options.mountpoints:
             args += ["--mountpoint", mountpoint]
         return args
-    return ["thaw", target.domain]
+    return ["thaw", target.domain] + vmi
 
 
 BOOTSTRAP = """import sys

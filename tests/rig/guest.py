@@ -184,9 +184,14 @@ class Guest:
         """Controls qemu-ga inside the guest: stop (SIGSTOP), cont, kill or start."""
         self._control(f"agent-{command}", timeout)
 
+    def agent_delay(self, action: str, seconds: float, timeout: float = 15.0) -> None:
+        """A slow agent: qemu-ga's fsfreeze hook waits `seconds` before each freeze ("freeze")
+        or after each thaw ("thaw"), answering nothing meanwhile; 0 for no wait."""
+        self._control(f"delay-{action} {seconds:g}", timeout)
+
     def freeze_delay(self, seconds: int, timeout: float = 15.0) -> None:
         """Every later freeze takes `seconds` longer (qemu-ga's fsfreeze hook sleeps); 0 ends it."""
-        self._control(f"freeze-delay-{int(seconds)}", timeout)
+        self.agent_delay("freeze", seconds, timeout)
 
     def _control(self, line: str, timeout: float) -> None:
         acks = self.console().count(f"KF-ACK {line}")

@@ -54,11 +54,13 @@ for port in /sys/class/virtio-ports/*; do
     fi
 done
 
-# qemu-ga runs this hook with "freeze" before it freezes: a slow freeze on demand (the control
-# command freeze-delay-N makes every freeze take N seconds more; freeze-delay-0 ends that).
+# qemu-ga's fsfreeze hook runs before each freeze and after each thaw; it waits as long as the
+# rig asked (delay-freeze N / delay-thaw N), to model a slow agent: a real guest's hooks flush a
+# database first, Windows VSS writers take seconds. The agent answers nothing meanwhile.
 cat >/run/kf-fsfreeze-hook <<'HOOK'
 #!/bin/sh
-[ "$1" = freeze ] && [ -s /run/kf-freeze-delay ] && sleep "$(cat /run/kf-freeze-delay)"
+delay=$(/bin/cat "/run/kf-delay-$1" 2>/dev/null)
+[ -n "$delay" ] && /bin/sleep "$delay"
 exit 0
 HOOK
 chmod 755 /run/kf-fsfreeze-hook
@@ -81,7 +83,7 @@ while read -r command; do
         agent-cont) kill -CONT "$pid" ;;
         agent-kill) kill -KILL "$pid"; rm -f /run/kf-agent.pid ;;
         agent-start) start_agent ;;
-        freeze-delay-*) echo "${command#freeze-delay-}" >/run/kf-freeze-delay ;;
+        delay-freeze\ *|delay-thaw\ *) set -- $command; echo "$2" >"/run/kf-$1" ;;
         *) echo "KF-NACK $command"; continue ;;
     esac
     echo "KF-ACK $command"

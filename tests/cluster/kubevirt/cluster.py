@@ -19,7 +19,7 @@ from pathlib import Path
 from ..store import Store
 from . import objects
 from .backend import KubeVirtBackend
-from .launcher import Launcher
+from .launcher import DEFAULT_RELEASE, Launcher, Release
 from .launcher_socket import LauncherSocket
 from .poller import AgentPoller
 from .sandbox import PodSandbox, kill_instance_processes
@@ -38,6 +38,7 @@ class SimVMI:
     pods: list[str] = field(default_factory=list)
     sockets: list[LauncherSocket] = field(default_factory=list)
     migrating: bool = False
+    release: str = DEFAULT_RELEASE      # its launcher's KubeVirt release; reset() goes back to it
 
 
 class SimCluster:
@@ -78,6 +79,7 @@ class SimCluster:
         updates flowing."""
         for vmi in self.vmis.values():
             vmi.launcher.close()
+            vmi.launcher.release = vmi.release
         kill_instance_processes(self.instance)
         self.poller.resume()
 
@@ -90,10 +92,13 @@ class SimCluster:
     # ----- objects -------------------------------------------------------------------------
     def add_vmi(self, namespace: str, name: str, guest=None, image: str = "python",
                 windows: bool = False, with_vm: bool = True, labels: dict | None = None,
-                agent_connected: bool | None = None, runtime_user: int = objects.NONROOT_UID) -> dict:
+                agent_connected: bool | None = None, runtime_user: int = objects.NONROOT_UID,
+                release: str = DEFAULT_RELEASE) -> dict:
         """A running VMI, its VM (optional) and its virt-launcher pod. `image` is "python" (the
         bundled freezer can run) or "stock" (no python3, like KubeVirt's own image);
-        `runtime_user` 107 is a non-root launcher (KubeVirt's default), 0 a root one."""
+        `runtime_user` 107 is a non-root launcher (KubeVirt's default), 0 a root one. `release`:
+        the KubeVirt release whose virt-launcher freezes it ("1.5", "1.6", ... "main")."""
+        Release.parse(release)
         vm_uid = ""
         if with_vm:
             vm_uid = self.store.create(objects.virtual_machine(namespace, name))["metadata"]["uid"]
@@ -106,8 +111,8 @@ class SimCluster:
             self.store.mutate("virtualmachineinstances", namespace, name,
                               lambda o: objects.set_condition(o, "AgentConnected", True))
         launcher = Launcher(uri=self.rig.uri, domain=f"{namespace}_{name}", windows=windows,
-                            migrating=lambda: self.vmis[(namespace, name)].migrating)
-        sim = SimVMI(namespace, name, guest, launcher)
+                            migrating=lambda: self.vmis[(namespace, name)].migrating, release=release)
+        sim = SimVMI(namespace, name, guest, launcher, release=release)
         self.vmis[(namespace, name)] = sim
         pod = self._add_pod(sim, vmi, NODE, image)
         self.store.mutate("virtualmachineinstances", namespace, name,
@@ -230,6 +235,12 @@ class SimCluster:
             o["status"]["migrationState"].update(completed=True, endTimestamp=objects.now())
         self.store.mutate("virtualmachineinstances", namespace, name, update)
         return target
+
+    def set_release(self, namespace: str, name: str, release: str) -> None:
+        """Switch the VMI's virt-launcher to another KubeVirt release's freeze behaviour, until
+        reset() (between tests) puts back the one it was added with."""
+        Release.parse(release)
+        self.vmis[(namespace, name)].launcher.release = release
 
     def hold_status_updates(self, held: bool = True) -> None:
         """A stuck virt-handler: while held, the VMIs' fsFreezeStatus and AgentConnected stay

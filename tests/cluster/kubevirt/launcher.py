@@ -16,10 +16,30 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-# Newer KubeVirt gives the freeze call 60 s (Windows VSS can be slow); queries keep
-# libvirt's 5 s default.
-FREEZE_AGENT_TIMEOUT_S = 60
+# virt-launcher's status query is a QemuAgentCommand with libvirt's default: 5 s.
 QUERY_AGENT_TIMEOUT_S = 5
+LIBVIRT_DEFAULT_AGENT_TIMEOUT = -1     # VIR_DOMAIN_QEMU_AGENT_COMMAND_DEFAULT: 5 s
+DEFAULT_RELEASE = "1.8"
+
+
+@dataclass(frozen=True)
+class Release:
+    """How a KubeVirt release's virt-launcher freezes, and how long its callers (virt-handler,
+    virt-freezer: the cmd-client's gRPC deadline) wait before they give up while the launcher
+    goes on (facts sheet, "Timeouts by release")."""
+
+    name: str
+    agent_commands: bool        # up to 1.5: guest-fsfreeze-freeze/-thaw as QemuAgentCommand (5 s)
+    freeze_deadline_s: float    # 20 s up to 1.7; 60 s from 1.8 (Windows VSS can be slow)
+    unfreeze_deadline_s: float = 20.0
+
+    @classmethod
+    def parse(cls, name: str) -> "Release":
+        """'1.3' ... '1.9', or 'main' (newest)."""
+        minor = 99 if name == "main" else int(name.split(".")[1])
+        if name != "main" and (not name.startswith("1.") or minor < 3):
+            raise ValueError(f"unknown KubeVirt release {name!r}")
+        return cls(name, agent_commands=minor <= 5, freeze_deadline_s=60.0 if minor >= 8 else 20.0)
 # Windows' VSS holds a freeze for only about 10 s.
 VSS_LIMIT_S = 10.0
 # What libvirt passes on from qemu-ga for Windows (qga/vss-win32/requester.cpp) when a thaw comes
@@ -47,6 +67,7 @@ class Launcher:
     # answers and the VMI status are as on Windows; only the guest's own writes differ.
     windows: bool = False
     migrating: Callable[[], bool] = lambda: False
+    release: str = DEFAULT_RELEASE     # which KubeVirt's virt-launcher this is (Release.parse)
     _timer: Optional[threading.Timer] = field(default=None, repr=False)
     _vss_timer: Optional[threading.Timer] = field(default=None, repr=False)
     _vss_expired: bool = False
@@ -96,7 +117,46 @@ class Launcher:
             conn.close()
         return {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "other")
 
+    def _within(self, deadline_s: float, work: Callable[[], None]) -> None:
+        """The caller's gRPC deadline: past it the caller gets an error while the launcher's own
+        call goes on (and, for a freeze that completes, still arms its timer)."""
+        failure: list[LauncherError] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                work()
+            except LauncherError as e:
+                failure.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"launcher {self.domain}", daemon=True).start()
+        if not done.wait(deadline_s):
+            raise LauncherError("rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+        if failure:
+            raise failure[0]
+
+    def _fs(self, action: str) -> None:
+        """Freeze or thaw every filesystem as this release does: up to 1.5 an agent command with
+        libvirt's 5 s; from 1.6 FSFreeze/FSThaw, which wait by the domain's agent timeout."""
+        import libvirt
+
+        if Release.parse(self.release).agent_commands:
+            self._agent(f"guest-fsfreeze-{action}", LIBVIRT_DEFAULT_AGENT_TIMEOUT)
+            return
+        conn, dom = self._dom()
+        try:
+            dom.fsFreeze(None, 0) if action == "freeze" else dom.fsThaw(None, 0)
+        except libvirt.libvirtError as e:
+            raise LauncherError(str(e), e.get_error_code()) from e
+        finally:
+            conn.close()
+
     def freeze(self, unfreeze_timeout_s: float) -> None:
+        self._within(Release.parse(self.release).freeze_deadline_s, lambda: self._freeze(unfreeze_timeout_s))
+
+    def _freeze(self, unfreeze_timeout_s: float) -> None:
         with self._lock:
             if self.migrating():
                 raise LauncherError("VMI is currently during migration")
@@ -106,7 +166,7 @@ class Launcher:
                 return
             if self.fsfreeze_status() == "frozen":
                 return
-            self._agent("guest-fsfreeze-freeze", FREEZE_AGENT_TIMEOUT_S)
+            self._fs("freeze")
             self._vss_expired = False
             self._cancel_timers()
             # KubeVirt arms any timeout but 0: a negative one (virt-handler's int32 overflow) fires at once.
@@ -116,6 +176,9 @@ class Launcher:
                 self._vss_timer = self._start_timer(VSS_LIMIT_S, self._vss_release)
 
     def unfreeze(self) -> None:
+        self._within(Release.parse(self.release).unfreeze_deadline_s, self._unfreeze)
+
+    def _unfreeze(self) -> None:
         with self._lock:
             self._cancel_timers()
             if self._vss_expired:
@@ -128,7 +191,13 @@ class Launcher:
                     return
             except LauncherError:
                 pass  # KubeVirt thaws anyway when it cannot read the status
-            self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
+            self._fs("thaw")
+
+    @property
+    def timer_armed(self) -> bool:
+        """Whether the safety timer is pending (for tests)."""
+        with self._lock:
+            return self._timer is not None
 
     def _start_timer(self, seconds: float, action: Callable[[], None]) -> threading.Timer:
         timer = threading.Timer(seconds, action)
@@ -148,7 +217,7 @@ class Launcher:
             self.safety_thaws += 1
             self._vss_expired = False    # the agent leaves its frozen state whatever the thaw answers
             try:
-                self._agent("guest-fsfreeze-thaw", QUERY_AGENT_TIMEOUT_S)
+                self._fs("thaw")   # KubeVirt's timer calls UnfreezeVMI
             except LauncherError:
                 return
 
