@@ -80,6 +80,31 @@ class FreezeRun:
         report = RunReport(argv=list(argv), vms=[])
         chosen = self.runner.choose_methods(targets)
         report.vms = [VmRun(target=t, method=chosen[t.ref][0], method_reason=chosen[t.ref][1]) for t in targets]
+        self._command: BackupCommand | None = None
+        self._thawed = False
+        try:
+            return self._freeze_run_thaw(report, argv)
+        except BaseException:
+            # Whatever broke the run (a broken exec stream, a second signal, a bug): COMMAND is
+            # stopped and every VM this run froze is thawed before the error goes on.
+            self._stopping.set()
+            if self._command is not None:
+                self._command.stop("interrupt")
+            if not self._thawed:
+                self._thaw_all(report.vms)
+            raise
+
+    def _freeze_run_thaw(self, report: RunReport, argv: list[str]) -> RunReport:
+        # A held freeze starts from a thawed guest: its thaw at the end would end somebody else's
+        # freeze (another freeze run, a VirtualMachineSnapshot) under them. The in-pod side asks
+        # the agent itself; on the api path the VMI status is all there is to go by before acting.
+        frozen_before = [vm for vm in report.vms if vm.method == subresource.NAME and vm.target.frozen_before]
+        if frozen_before:
+            for vm in frozen_before:
+                vm.freeze_error = ("refused: the guest is frozen already (its VMI status says so: another freeze run "
+                                   "or someone else froze it), so nothing was changed")
+            report.freeze_failed = True
+            return report
         try:
             self._freeze_all(report.vms)
         except KeyboardInterrupt:
@@ -96,6 +121,7 @@ class FreezeRun:
             return report
         watchers = self._watch_frozen(report.vms)
         command = BackupCommand(argv, self._environment(report.vms), self.command_stdout)
+        self._command = command
         report.command = command.result
         try:
             refs = ", ".join(vm.target.ref for vm in report.vms)
@@ -144,6 +170,11 @@ class FreezeRun:
             self.progress(f"freezing {target.ref} with api (unfreezeTimeout {to_go(self.settings.max_window)}; "
                           f"this path cannot thaw if the client is lost before --max-window)")
             vm.api_freeze = self.api_runner.act_one(target, FREEZE, deadline, method=subresource.NAME)
+            outcome = vm.api_freeze.outcome
+            if outcome is not None and outcome.already:
+                # frozen by someone else since the preflight: not this run's to hold, nor to thaw
+                vm.freeze_error = ("refused: the guest is frozen already (the guest agent says so: another freeze "
+                                   "run or someone else froze it), so it was left alone")
             vm.frozen_at = _rfc3339(time.time()) if vm.frozen else None
             return
         self.progress(f"freezing {target.ref} with {vm.method}, held by its exec session (pod {target.pod_name})")
@@ -212,6 +243,7 @@ class FreezeRun:
                 done.wait(0.1)
             except KeyboardInterrupt:
                 self.progress("interrupted again: still thawing (a thaw is never cut short)")
+        self._thawed = True
 
     def _thaw_one(self, vm: VmRun, deadline: float) -> None:
         if vm.method == subresource.NAME:
@@ -225,7 +257,11 @@ class FreezeRun:
             vm.thaw_error = f"the in-pod side did not answer the thaw within {human(self.settings.timeout)}"
         if session.final is None or session.final.get("ok") is not True:
             # No answer (the session broke): the in-pod side thaws on its stdin's EOF; ask the agent.
-            said, _result = virsh_agent.read(self.kube, vm.target, timeout=10.0)
+            try:
+                said, _result = virsh_agent.read(self.kube, vm.target, timeout=10.0)
+            except PluginError as exc:      # the pod may be gone (deleted, migrated away)
+                said = None
+                vm.warnings.append(f"could not ask the guest agent after the thaw: {exc.line()}")
             vm.agent_after = said
             if said == FROZEN and session.frozen is None:
                 # its freeze completed after the session gave up on it: thaw through the method
@@ -280,7 +316,8 @@ class FreezeRun:
         deadline = vm.safety_deadline() if action == FREEZE else None
         message = events.message_for(action, ok, self.settings.who, f"{vm.method}, held by kubectl freeze run",
                                      deadline, detail)
-        annotations: dict[str, Any] = {"method": vm.method, "who": self.settings.who,
+        # The pod matters after a live migration: the safety thaw lives in the pod that froze.
+        annotations: dict[str, Any] = {"method": vm.method, "who": self.settings.who, "pod": vm.target.pod_name,
                                        "safety-thaw-deadline": deadline if ok else None}
         warning = events.post(self.kube, vm.target.vmi, reason, message, warning=not ok, annotations=annotations)
         if warning:

@@ -1208,10 +1208,11 @@ def wait_for_release(max_hold_s: int) -> str:
     except OSError as exc:
         return "stdin-error: %s" % exc
     finally:
-        signal.alarm(0)
-        # From here on the thaw must not be cut short by another signal.
+        # From here on the thaw must not be cut short by another signal (ignored before the alarm
+        # is cleared, so that none lands in between).
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_IGN)
+        signal.alarm(0)
 
 
 def run_hold(opts: Options, report: Report) -> None:
@@ -1227,10 +1228,17 @@ def run_hold(opts: Options, report: Report) -> None:
     with open_session(opts, report) as session:
         ensure_running(session.dom, report)
         with session.store.locked():
-            if status_before_action(session, opts, report, fail_fast=True) == "frozen":
+            before = status_before_action(session, opts, report, fail_fast=True)
+            if before == "frozen":
                 raise FreezerError("refused", "the guest is frozen already (by another freeze run or someone "
                                    "else); a held freeze starts from a thawed guest, so it was left alone")
+            if before != "thawed":
+                # Unknown: it may be someone else's freeze, whose safety thaw the re-arm below would replace.
+                raise FreezerError("failed", "could not read the guest's freeze state before the hold, so it was "
+                                   "left alone; check the guest agent and try again")
             report["already"] = False
+            # A timer left by an earlier KubeVirt freeze would thaw this hold in the middle of COMMAND.
+            cancel_kubevirt_timer(opts, report)
             rearm_safety_thaw(session, opts, report, opts.mountpoints)
             armed = session.store.read()
             token = armed.token if armed else None
@@ -1255,6 +1263,8 @@ def run_hold(opts: Options, report: Report) -> None:
             reason = wait_for_release(opts.max_hold)
         except OSError:  # stdout is gone (EPIPE): so is the client
             reason = "stdout-closed"
+        except _Released as released:  # a signal before wait_for_release's own try: thaw all the same
+            reason = released.reason
         report["released_by"] = reason
         log.info("releasing the held freeze: %s", reason)
         with session.store.locked():
@@ -1266,9 +1276,17 @@ def held_thaw(session: Session, opts: Options, report: Report, token: Optional[s
     held = True
     current = session.store.read()
     if token is not None and current is None:
-        held = False
-        warn(report, "the safety thaw fired (or someone thawed through the freezer) during the hold")
-    elif current is not None and current.token != token:
+        # The watchdog fired, or disarmed itself after it saw someone else thaw the guest: the
+        # guest was thawed under the hold, and a freeze it is in now belongs to someone else
+        # (a VirtualMachineSnapshot, say), so it is left alone.
+        now = agent_says(session)
+        warn(report, "the guest was thawed during the hold (the safety thaw fired, or someone else thawed "
+             "it)%s" % ("; it is frozen again by someone else, and that freeze was left alone"
+                        if now == "frozen" else ""))
+        report.update(filesystems_thawed=None, status_before_thaw=now, thawed_at=None, window_ms=None,
+                      held=False, status=now or "unknown")
+        return
+    if current is not None and current.token != token:
         # A newer freeze through the freezer owns the guest now: its thaw is not ours to do.
         report.update(status_before_thaw=None, held=False, thawed_at=None, window_ms=None)
         raise FreezerError("refused", "another freeze replaced this hold's (safety thaw %s); left it frozen"

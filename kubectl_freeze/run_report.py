@@ -89,7 +89,7 @@ class VmRun:
     @property
     def frozen(self) -> bool:
         if self.method == subresource.NAME:
-            return self.api_freeze is not None and self.api_freeze.state == FROZEN
+            return self.api_freeze is not None and self.api_freeze.state == FROZEN and not self.freeze_error
         return self.session is not None and self.session.frozen is not None and not self.freeze_error
 
     @property
