@@ -32,7 +32,8 @@ from .methods import subresource
 from .methods import virsh_agent
 from .run_report import EXIT_FREEZE_FAILED, RunReport, VmRun
 from .runner import Runner, RunOptions, VmResult
-from .targets import Target
+from .kube import KubeError
+from .targets import LAUNCHER_SELECTOR, Target, migrating_now
 from .watch import FROZEN, THAWED, wait_for_status
 
 # After the thaw, how long the VMI status is watched for display only (KubeVirt's poll lags by up
@@ -40,6 +41,8 @@ from .watch import FROZEN, THAWED, wait_for_status
 STATUS_AFTER_THAW_S = 2.0
 # The in-pod side thaws by itself this long after --max-window, should this client be wedged.
 MAX_HOLD_GRACE_S = 15
+# How often each VMI is re-read during the window, to see a live migration start.
+MIGRATION_POLL_S = 0.5
 
 Progress = Callable[[str], None]
 
@@ -64,6 +67,9 @@ class FreezeRun:
         self.settings = settings
         self.command_stdout = command_stdout
         self._stopping = threading.Event()     # interrupted: a session that starts now is released at once
+        self._refused = threading.Event()      # a VM is migrating: no further freeze is started
+        self._window_over = threading.Event()  # the thaw began: the migration watchers stop
+        self.migrated: list[str] = []          # VMs seen starting a migration during the window
         self.progress = progress or (lambda _msg: None)
         options = Options(unfreeze_timeout=settings.unfreeze_timeout)
         self.runner = Runner(kube, RunOptions(action=FREEZE, method=settings.method, options=options,
@@ -123,6 +129,7 @@ class FreezeRun:
         command = BackupCommand(argv, self._environment(report.vms), self.command_stdout)
         self._command = command
         report.command = command.result
+        watchers += self._watch_migration(report.vms, command)
         try:
             refs = ", ".join(vm.target.ref for vm in report.vms)
             self.progress(f"frozen: {refs}; running {argv[0]}")
@@ -136,6 +143,8 @@ class FreezeRun:
             self.progress("interrupted: COMMAND stopped; thawing")
         if command.result.stopped_by == "max-window":
             self.progress(f"COMMAND outlived --max-window {human(self.settings.max_window)}: stopped; thawing")
+        self._window_over.set()
+        report.migrated = list(self.migrated)
         self._thaw_all(report.vms)
         for watcher in watchers:
             watcher.join(timeout=0)
@@ -165,6 +174,22 @@ class FreezeRun:
 
     def _freeze_one(self, vm: VmRun, deadline: float) -> None:
         target = vm.target
+        if self._refused.is_set():
+            vm.freeze_error = "not started: another VM of this run is migrating"
+            vm.not_started = True
+            return
+        # Right before the freeze (the method is chosen, the probe done): a live migration may have
+        # started since the preflight. The bundled freezer's hold and the sh hold go straight to
+        # libvirt, where nothing refuses, and a migration would carry a frozen guest away from its
+        # held session and its safety thaw. So: re-read the VMI (and its pods), refuse, freeze no more.
+        why = self._migrating(target)
+        if why:
+            vm.freeze_error = f"VMI {target.ref} is {why}: it was not frozen (KubeVirt refuses a freeze during a " \
+                              f"migration); wait until the migration ends and run again"
+            vm.refused_migrating = True
+            self._refused.set()
+            self.progress(f"{target.ref} started migrating after the preflight: not freezing it, nor any other VM")
+            return
         vm.freeze_started = time.monotonic()
         if vm.method == subresource.NAME:
             self.progress(f"freezing {target.ref} with api (unfreezeTimeout {to_go(self.settings.max_window)}; "
@@ -198,6 +223,52 @@ class FreezeRun:
         else:
             vm.frozen_at = vm.session.frozen.get("frozen_at")
         self._event(vm, FREEZE)
+
+    def _migrating(self, target: Target) -> str | None:
+        """Why the VMI is migrating now, from a fresh read (None: it is not, or it cannot be read:
+        the freeze itself then says what is wrong)."""
+        try:
+            vmi = self.kube.get_vmi(target.namespace, target.name)
+        except KubeError:
+            return None
+        why = migrating_now(vmi)
+        if why:
+            return why
+        try:
+            pods = self.kube.list_pods(target.namespace, LAUNCHER_SELECTOR)
+        except KubeError:
+            return None
+        return migrating_now(vmi, pods)
+
+    def _watch_migration(self, vms: list[VmRun], command: BackupCommand) -> list[threading.Thread]:
+        """During the window, re-read each VMI every MIGRATION_POLL_S: a live migration that starts
+        would carry the frozen guest away from its held session (and from virt-launcher's safety
+        timer), and a guest that arrives frozen has nothing left to thaw it. So the window ends
+        at once: a warning, COMMAND is stopped, every VM is thawed (before the migration can
+        complete), and the run exits 123 (the freeze did not hold for the whole window)."""
+        threads = []
+        for vm in vms:
+            def watch(vm: VmRun = vm) -> None:
+                target = vm.target
+                while not self._window_over.wait(MIGRATION_POLL_S):
+                    try:
+                        vmi = self.kube.get_vmi(target.namespace, target.name)
+                    except KubeError:
+                        continue
+                    why = migrating_now(vmi)
+                    if why and not self._window_over.is_set():
+                        vm.warnings.append(f"{target.ref} started {why} during the window: COMMAND was stopped "
+                                           f"and every VM thawed at once, before the migration could carry a "
+                                           f"frozen guest away from its held session")
+                        self.migrated.append(target.ref)
+                        self.progress(f"{target.ref} started migrating during the window: stopping COMMAND; thawing")
+                        command.stop("migration")
+                        return
+
+            thread = threading.Thread(target=watch, daemon=True, name=f"migration-{vm.target.ref}")
+            thread.start()
+            threads.append(thread)
+        return threads
 
     def _watch_frozen(self, vms: list[VmRun]) -> list[threading.Thread]:
         """Watch each VMI for fsFreezeStatus frozen while COMMAND runs (shown, not waited for)."""

@@ -7,7 +7,8 @@ COMMAND not executable / not found):
 ====  =========================================================================
 122   a thaw failed or could not be confirmed: a VM may still be frozen (its safety thaw applies)
 123   the freeze did not hold for the whole window (the guest was thawed under COMMAND: the
-      session was lost, someone thawed it, the safety thaw fired, Windows VSS let go)
+      session was lost, someone thawed it, the safety thaw fired, Windows VSS let go), or a VM
+      started a live migration during the window (COMMAND was stopped, every VM thawed at once)
 124   COMMAND outlived --max-window: it was stopped, the VMs thawed
 125   the freeze failed: COMMAND was not run (VMs this run froze are thawed again)
 126   COMMAND could not be executed; 127 COMMAND not found (both: after the freeze, rare, as
@@ -41,7 +42,8 @@ EXIT_INTERRUPTED = 130
 
 RUN_EXIT_CODES = {
     122: "a thaw failed or is unconfirmed (a VM may still be frozen; its safety thaw applies)",
-    123: "the freeze did not hold for the whole window (the copy may be inconsistent)",
+    123: "the freeze did not hold for the whole window, or a VM started migrating during it (the copy may be "
+         "inconsistent)",
     124: "COMMAND outlived --max-window and was stopped; the VMs were thawed",
     125: "the freeze failed; COMMAND was not run (what this run froze was thawed)",
     126: "COMMAND could not be executed",
@@ -83,6 +85,8 @@ class VmRun:
     status_frozen: WatchResult | None = None
     status_thawed: WatchResult | None = None
     agent_after: str | None = None        # the agent asked after a session without a final answer
+    refused_migrating: bool = False       # its pre-freeze re-check found a live migration: not frozen
+    not_started: bool = False             # another VM's refusal stopped the run before this one's freeze
     warnings: list[str] = field(default_factory=list)
 
     # -- the freeze ------------------------------------------------------------------------------
@@ -241,6 +245,7 @@ class RunReport:
     command: CommandResult | None = None
     interrupted: bool = False
     freeze_failed: bool = False
+    migrated: list[str] = field(default_factory=list)   # VMs that started migrating during the window
 
     @property
     def exit_code(self) -> int:
@@ -252,6 +257,8 @@ class RunReport:
             return EXIT_INTERRUPTED
         if self.command and self.command.stopped_by == "max-window":
             return EXIT_MAX_WINDOW
+        if self.command and self.command.stopped_by == "migration":
+            return EXIT_NOT_HELD
         if any(vm.held is False for vm in self.vms):
             return EXIT_NOT_HELD
         if self.command is None or self.command.exit_code is None:
@@ -269,7 +276,8 @@ class RunReport:
                     f"(the safety thaw still applies)")
         if code == EXIT_FREEZE_FAILED:
             failed = [vm for vm in self.vms if not vm.frozen]
-            first = failed[0] if failed else self.vms[0]
+            named = [vm for vm in failed if vm.refused_migrating] or [vm for vm in failed if not vm.not_started]
+            first = (named or failed or self.vms)[0]
             why = first.freeze_error or (first.api_freeze.error.line() if first.api_freeze and first.api_freeze.error
                                          else "not frozen")
             thawed = [vm.target.ref for vm in self.vms if vm.maybe_frozen]
@@ -280,6 +288,9 @@ class RunReport:
             return "interrupted; COMMAND stopped and every VM this run froze was thawed"
         if code == EXIT_MAX_WINDOW:
             return "COMMAND outlived --max-window and was stopped; every VM was thawed"
+        if code == EXIT_NOT_HELD and self.command and self.command.stopped_by == "migration":
+            return (f"{', '.join(self.migrated) or 'a VM'} started a live migration during the window: COMMAND was "
+                    f"stopped and every VM was thawed, so the backup may be incomplete; run again once it migrated")
         if code == EXIT_NOT_HELD:
             loose = [vm for vm in self.vms if vm.held is False]
             why = "; ".join(f"{vm.target.ref}: {self._not_held_why(vm)}" for vm in loose)

@@ -119,6 +119,31 @@ def migration_in_progress(vmi: dict) -> dict | None:
     return None
 
 
+def migrating_now(vmi: dict, pods: list[dict] | None = None) -> str | None:
+    """Why this VMI is migrating right now (None: it is not), from a fresh read of the VMI and,
+    when given, its launcher pods: a migrationState with a startTimestamp and no endTimestamp
+    (neither completed nor failed), or a live pod of the VMI carrying the migration target label
+    (kubevirt.io/migrationJobUID) of a migration the VMI has not finished (KubeVirt makes the target
+    pod before it writes migrationState)."""
+    state = _status(vmi).get("migrationState") or {}
+    if state.get("startTimestamp") and not state.get("endTimestamp") \
+            and not state.get("completed") and not state.get("failed"):
+        return f"migrating to node {state.get('targetNode') or '?'}"
+    uid = (vmi.get("metadata") or {}).get("uid", "")
+    for pod in pods or []:
+        meta = pod.get("metadata") or {}
+        job = (meta.get("labels") or {}).get(MIGRATION_JOB)
+        if not job or not _controlled_by(pod, uid):
+            continue
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
+            continue
+        if not state or (job == state.get("migrationUid") and not state.get("endTimestamp")
+                         and not state.get("completed") and not state.get("failed")):
+            node = (pod.get("spec") or {}).get("nodeName") or "?"
+            return f"migrating (target pod {meta.get('name')} on node {node})"
+    return None
+
+
 # Windows' VSS holds the writes of a freeze for about 10 s, then lets go (the agent still says frozen).
 VSS_HOLD_S = 10.0
 
