@@ -172,7 +172,8 @@ class VmRun:
             return None
         if self.method == subresource.NAME:
             outcome = self.api_thaw.outcome if self.api_thaw else None
-            return not (outcome is not None and outcome.already)
+            # Windows VSS let go before the thaw: the thaw worked, the freeze had not held
+            return not (outcome is not None and (outcome.held is False or outcome.already))
         session = self.session
         if session.ended_early:
             return False

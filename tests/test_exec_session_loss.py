@@ -28,10 +28,12 @@ echo alive >> {out}
 
 @pytest.mark.parametrize("how", ["client SIGKILLed", "apiserver restarted"])
 def test_a_lost_exec_client_gives_stdin_eof_then_epipe_and_the_process_lives_on(cluster, tmp_path, how):
-    out = tmp_path / "seen"
     pod = cluster.sim.pod_names("e2e", "vm1")[0]
+    # In a folder of the pod's that its runtime user (uid 107 on a non-root launcher) may write.
+    out = cluster.sim.backend.sandboxes[("e2e", pod)].run_dir / "kubevirt-private" / "exec-loss-seen"
+    out.unlink(missing_ok=True)
     client = subprocess.Popen([KUBECTL, "exec", "-i", pod, "-c", "compute", "--", "sh", "-c",
-                               SCRIPT.format(out=out)], env=cluster.env(), stdin=subprocess.PIPE,
+                               SCRIPT.format(out="/run/kubevirt-private/exec-loss-seen")], env=cluster.env(), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30

@@ -80,6 +80,7 @@ class SimCluster:
         for vmi in self.vmis.values():
             vmi.launcher.close()
             vmi.launcher.release = vmi.release
+            vmi.launcher.safety_thaws = 0     # each test counts the timer's fires of its own
         kill_instance_processes(self.instance)
         self.poller.resume()
 
