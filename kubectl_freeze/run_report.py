@@ -23,13 +23,12 @@ The most serious wins: 122, then 125, 130, 124, 123, 126/127, then COMMAND's cod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from .backup_command import CommandResult
 from .hold import HeldSession
 from .methods import subresource
-from .output import render_table, seconds_text
+from .output import parse_time, render_table, seconds_text
 from .runner import VmResult
 from .targets import Target
 from .watch import FROZEN, THAWED, WatchResult
@@ -60,12 +59,8 @@ NOTHING_FROZEN = {"refused", "agent-not-connected", "domain-not-found", "domain-
 
 
 def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    when = parse_time(text)
+    return when.timestamp() if when is not None else None
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .targets import (
     select_launcher_pod,
 )
 from .kube import KubeError
+from .output import parse_time
 
 
 NO_SAFETY_THAW = "frozen, no safety thaw"
@@ -101,11 +102,8 @@ def status_row(vmi: dict, pod: dict | None, event: dict | None) -> dict:
 
 
 def _older_than(stamp: str, seconds: float) -> bool:
-    try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return (datetime.now(timezone.utc) - when).total_seconds() > seconds
+    when = parse_time(stamp)
+    return when is not None and (datetime.now(timezone.utc) - when).total_seconds() > seconds
 
 
 def _lookup_pod(vmi: dict, pods: list[dict]) -> dict | None:

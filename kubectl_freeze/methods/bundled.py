@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 from ..durations import whole_seconds
 from ..errors import Failed
+from ..output import parse_time
 from ..targets import COMPUTE, VSS_HOLD_S, Target, is_windows
 from .base import FREEZE, Options, Outcome, exec_plan, remaining
 
@@ -144,9 +144,11 @@ def _held(report: dict, target: Target, action: str) -> bool | None:
     armed = report.get("cancelled_safety_thaw") or {}
     if not is_windows(target.vmi) or report.get("status_before") != "frozen" or not armed.get("deadline"):
         return None
+    deadline = parse_time(str(armed["deadline"]))
+    if deadline is None:
+        return None
     try:
-        began = datetime.fromisoformat(str(armed["deadline"]).replace("Z", "+00:00")).timestamp() \
-            - float(armed["timeout_s"])
+        began = deadline.timestamp() - float(armed["timeout_s"])
     except (KeyError, TypeError, ValueError):
         return None
     return False if time.time() - began > VSS_HOLD_S else None
