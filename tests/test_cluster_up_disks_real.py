@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -29,18 +29,22 @@ HEARTBEAT = re.compile(r"^KF-HB 1 (\d+) ", re.M)     # disk 1's lines on the ser
 
 
 def read_until_ready(proc: subprocess.Popen, timeout: float = 240) -> list[str]:
+    # A thread reads, not select() on proc.stdout: select sees the pipe, not the lines a readline()
+    # already pulled into Python's buffer, so "ready" arriving in one chunk with "api:" went unseen.
     lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
+    came_up = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
             lines.append(line.rstrip("\n"))
             if line.strip() == "ready":
-                return lines
-    raise AssertionError("the simulator did not come up; it printed:\n" + "\n".join(lines))
+                came_up.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    if not came_up.wait(timeout):
+        raise AssertionError("the simulator did not come up; it printed:\n" + "\n".join(lines))
+    return lines
 
 
 def printed(lines: list[str], key: str) -> list[list[str]]:
